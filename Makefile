@@ -1,0 +1,71 @@
+# winnow: the two commands a newcomer needs are `make demo` and `make test`;
+# both run `make setup` first (idempotent).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.winnow-installed
+KENLM := tools/kenlm/bin/lmplz
+APT_PKGS := libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONWARNINGS := ignore::DeprecationWarning
+
+.PHONY: setup apt kenlm test demo lint eval-intent eval-lm eval-lm-hi data-dev bench clean
+
+setup: $(STAMP) $(KENLM)
+
+apt:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "apt-get install$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; \
+	  else echo "missing system packages:$$missing (install them as root)"; exit 1; fi; fi
+
+# torch (CPU, from local disk) first; fairseq-fixed without build isolation (its
+# isolated build env would pull a CUDA torch); torchaudio, which fairseq drags in,
+# is CUDA-built on PyPI and breaks imports, so it goes.
+$(STAMP): pyproject.toml requirements.txt
+	@echo "== setup: virtualenv at $(VENV) (about 6.5 min the first time)"
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q numpy cython setuptools wheel
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-build-isolation fairseq-fixed==0.12.3.1
+	$(BIN)/pip uninstall -y -q torchaudio || true
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+$(KENLM): | apt $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/build_kenlm.sh
+
+kenlm: $(KENLM)
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+demo: setup
+	$(BIN)/winnow demo --out runs/demo
+
+lint: setup
+	$(BIN)/python -m ruff check pipelines selectors translate lm tests 2>/dev/null || \
+	  { $(BIN)/pip install -q ruff && $(BIN)/python -m ruff check pipelines selectors translate lm tests; }
+
+WINNOW_DATA ?= ../shared/datasets
+data-dev: setup
+	$(BIN)/winnow extract-partition $(WINNOW_DATA)/massive/data/en-US.jsonl runs/data/massive-en-US-dev.jsonl --partition dev
+	$(BIN)/winnow split-by-id $(WINNOW_DATA)/massive/output_folder/de/dev.jsonl runs/data/massive-de-DE-devtest.jsonl --fraction 0.2
+	$(BIN)/winnow split-by-id $(WINNOW_DATA)/snips_multilingual_test/paper_data/snips/langs/hi_typos_0.05/test/data.tsv runs/data/snips-hi-devtest.tsv --fraction 0.25 --header
+
+eval-intent: data-dev
+	$(BIN)/winnow eval-intent configs/massive-intent.yaml
+
+eval-lm: data-dev
+	$(BIN)/winnow eval-lm configs/massive-de.yaml
+
+eval-lm-hi: data-dev
+	$(BIN)/winnow eval-lm configs/snips-hi.yaml
+
+clean:
+	rm -rf runs

@@ -1,0 +1,295 @@
+"""Pipeline config files: YAML, validated on load, one file = one reproducible run.
+
+Errors name the file, the key and what is wrong (``ConfigError``); the CLI prints
+them without a traceback and exits 2.  ``--set a.b=value`` overrides are applied
+before validation, so an override is checked like the file itself.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from winnow.pipelines.readers import FORMATS
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputFile(Strict):
+    path: str
+    format: Literal[FORMATS]  # type: ignore[valid-type]
+    partition: str | None = Field(None, description="keep only records of this partition")
+    locale: str = ""
+    limit: int | None = Field(None, ge=1, description="read at most this many records")
+    sample: float | None = Field(None, gt=0.0, le=1.0, description="read a deterministic "
+                                 "id-hash sample of this fraction of the records")
+
+
+class BeamSettings(Strict):
+    runner: str = "DirectRunner"
+    options: list[str] = Field(default_factory=list,
+                               description="extra Beam pipeline options, e.g. --direct_num_workers=2")
+
+
+class EvalSettings(Strict):
+    test_path: str
+    test_format: Literal[FORMATS] = "massive"  # type: ignore[valid-type]
+    locale: str = ""
+
+
+class RelevanceSettings(Strict):
+    top_k: int | None = Field(400, ge=1, description="keep the k most relevant per new intent")
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description="or keep score >= this")
+    c: float = Field(4.0, gt=0)
+    negatives_per_intent: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "RelevanceSettings":
+        if (self.top_k is None) == (self.threshold is None):
+            raise ValueError("set exactly one of relevance.top_k and relevance.threshold")
+        return self
+
+
+class SelfTrainingSettings(Strict):
+    iterations: int = Field(2, ge=0)
+    confidence: float = Field(0.7, ge=0.0, le=1.0)
+
+
+class IntentModelSettings(Strict):
+    embedding_model: str = "minilm"
+    c: float = Field(10.0, gt=0)
+
+
+class ParaphraseSettings(Strict):
+    pairs: int = Field(20000, ge=10)
+    positive_fraction: float = Field(0.5, gt=0.0, lt=1.0)
+    held_out_intents: int = Field(8, ge=1, description="intents held out to test the detector")
+
+
+class DiversitySettings(Strict):
+    batch_size: int = Field(10, ge=1)
+    rounds: int = Field(20, ge=1)
+
+
+class IntentConfig(Strict):
+    workflow: Literal["intent"]
+    name: str = "intent"
+    output_dir: str
+    seed: int = 13
+    beam: BeamSettings = Field(default_factory=BeamSettings)
+    annotated: list[InputFile]
+    pool: list[InputFile]
+    new_intents: list[str] = Field(min_length=1)
+    seeds_per_intent: int = Field(10, ge=1)
+    relevance: RelevanceSettings = Field(default_factory=RelevanceSettings)
+    self_training: SelfTrainingSettings = Field(default_factory=SelfTrainingSettings)
+    intent_model: IntentModelSettings = Field(default_factory=IntentModelSettings)
+    paraphrase: ParaphraseSettings = Field(default_factory=ParaphraseSettings)
+    diversity: DiversitySettings = Field(default_factory=DiversitySettings)
+    curve_points: list[int] = Field(default_factory=lambda: [25, 50, 100, 200, 400])
+    eval: EvalSettings | None = None
+
+
+class BitextFilterSettings(Strict):
+    model: str = "e5-small"
+    max_distance: float | None = Field(None, gt=0.0, le=2.0,
+                                       description="keep pairs within this cosine distance")
+    keep_nearest: int | None = Field(None, ge=1, description="or keep the N nearest pairs")
+    min_tokens: int = Field(2, ge=1)
+    max_tokens: int = Field(40, ge=1)
+    max_length_ratio: float = Field(2.5, gt=1.0)
+    batch_size: int = Field(128, ge=1)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "BitextFilterSettings":
+        if (self.max_distance is None) == (self.keep_nearest is None):
+            raise ValueError("set exactly one of bitext_filter.max_distance and "
+                             "bitext_filter.keep_nearest")
+        if self.min_tokens > self.max_tokens:
+            raise ValueError("bitext_filter.min_tokens is larger than max_tokens")
+        return self
+
+
+class NmtConfig(Strict):
+    encoder_layers: int = Field(2, ge=1)
+    decoder_layers: int = Field(2, ge=1)
+    embed_dim: int = Field(256, ge=16)
+    ffn_dim: int = Field(512, ge=16)
+    heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    lr: float = Field(1e-3, gt=0)
+    warmup_updates: int = Field(200, ge=0)
+    max_tokens: int = Field(4096, ge=64)
+    max_updates: int = Field(2000, ge=1)
+    max_minutes: float = Field(20.0, gt=0)
+    finetune_updates: int = Field(500, ge=1)
+    beam: int = Field(5, ge=1)
+    nbest: int = Field(5, ge=1)
+    vocab_size: int = Field(4000, ge=64)
+
+    @model_validator(mode="after")
+    def _dims(self) -> "NmtConfig":
+        if self.embed_dim % self.heads:
+            raise ValueError("nmt.embed_dim must be divisible by nmt.heads")
+        if self.nbest > self.beam:
+            raise ValueError("nmt.nbest cannot exceed nmt.beam")
+        return self
+
+
+class LmSelfTrainingSettings(Strict):
+    subset: int = Field(2000, ge=1, description="in-domain source utterances to translate")
+
+
+class RescoringSettings(Strict):
+    lm_weight: float | None = Field(None, ge=0.0, description="fixed λ; null = tune on the tuning split")
+    grid: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0])
+
+
+class LmFilterSettings(Strict):
+    percentile: float = Field(10.0, ge=0.0, le=100.0,
+                              description="drop translations scoring below this percentile "
+                                          "of the in-domain seed's own per-token LM scores")
+
+
+class FinalLmSettings(Strict):
+    order: int = Field(3, ge=1, le=6)
+    memory: str = "1G"
+
+
+class LmConfig(Strict):
+    workflow: Literal["lm"]
+    name: str = "lm"
+    output_dir: str
+    seed: int = 13
+    beam: BeamSettings = Field(default_factory=BeamSettings)
+    src_lang: str
+    tgt_lang: str
+    target_seed: InputFile
+    tuning_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    source_in_domain: InputFile
+    bitext: InputFile
+    parallel_dev: InputFile | None = Field(None, description="source-language file parallel to "
+                                           "target_seed by id, for chrF/BLEU on the tuning split")
+    bitext_filter: BitextFilterSettings = Field(default_factory=lambda: BitextFilterSettings(keep_nearest=20000))
+    nmt: NmtConfig = Field(default_factory=NmtConfig)
+    self_training: LmSelfTrainingSettings = Field(default_factory=LmSelfTrainingSettings)
+    rescoring: RescoringSettings = Field(default_factory=RescoringSettings)
+    lm_filter: LmFilterSettings = Field(default_factory=LmFilterSettings)
+    final_lm: FinalLmSettings = Field(default_factory=FinalLmSettings)
+    ablation: bool = Field(True, description="build every ablation row, not only seed_only and all")
+    eval: EvalSettings | None = None
+
+
+Config = IntentConfig | LmConfig
+
+
+def _set_key(d: dict[str, Any], dotted: str, raw: str, origin: str) -> None:
+    keys = dotted.split(".")
+    cur = d
+    for k in keys[:-1]:
+        nxt = cur.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{origin}: --set {dotted}: '{k}' is not a section")
+        cur = nxt
+    cur[keys[-1]] = yaml.safe_load(raw)
+
+
+def _format_error(path: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"{path}: {key or '(top level)'}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path, overrides: list[str] = (), check_files: bool = True) -> Config:
+    """Read, override, validate.  Relative data paths resolve against the config's folder
+    first, then the working directory, so a config works from the repo root or elsewhere."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{path}: --set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        _set_key(data, key.strip(), raw, str(path))
+    workflow = data.get("workflow")
+    model = {"intent": IntentConfig, "lm": LmConfig}.get(workflow)
+    if model is None:
+        raise ConfigError(f"{path}: workflow: must be 'intent' or 'lm' (got {workflow!r})")
+    try:
+        cfg = model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(str(path), err)) from None
+    if check_files:
+        _check_paths(cfg, path)
+    return cfg
+
+
+_ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def expand_env(p: str) -> str:
+    """``${WINNOW_DATA:-../shared/datasets}/massive``: data locations come from the environment."""
+    return _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), p)
+
+
+def _resolve(p: str, config_path: Path) -> str:
+    p = expand_env(p)
+    cand = (config_path.parent / p)
+    if not Path(p).is_absolute() and cand.exists():
+        return str(cand.resolve())
+    return p
+
+
+def _check_paths(cfg: Config, config_path: Path) -> None:
+    for key, inp in _input_files(cfg):
+        inp.path = _resolve(inp.path, config_path)
+        if not (Path(inp.path).exists() or glob.glob(inp.path)):
+            raise ConfigError(f"{config_path}: {key}.path: file not found: {inp.path}")
+    if cfg.eval is not None:
+        cfg.eval.test_path = _resolve(cfg.eval.test_path, config_path)
+        if not Path(cfg.eval.test_path).exists():
+            raise ConfigError(f"{config_path}: eval.test_path: file not found: {cfg.eval.test_path}")
+
+
+def _input_files(cfg: Config) -> list[tuple[str, InputFile]]:
+    if isinstance(cfg, IntentConfig):
+        return ([(f"annotated.{i}", f) for i, f in enumerate(cfg.annotated)]
+                + [(f"pool.{i}", f) for i, f in enumerate(cfg.pool)])
+    out = [("target_seed", cfg.target_seed), ("source_in_domain", cfg.source_in_domain),
+           ("bitext", cfg.bitext)]
+    if cfg.parallel_dev is not None:
+        out.append(("parallel_dev", cfg.parallel_dev))
+    return out
+
+
+def section_hash(*parts: Any) -> str:
+    """Stable hash of config sections (and upstream hashes) for stage completion records."""
+    blob = json.dumps([p.model_dump() if isinstance(p, BaseModel) else p for p in parts],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,86 @@
+"""Driver-side helpers: read small inputs whole (seed sets, evaluation files) with their
+dead letters, write corpora as JSONL and Parquet, and cache sentence embeddings."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from winnow.pipelines.config import InputFile
+from winnow.pipelines.readers import read_file, split_records, stable_fraction
+from winnow.pipelines.records import Rejected, to_json
+
+
+def read_input(inp: InputFile, respect_partition: bool = True) -> tuple[list, list[Rejected]]:
+    good, bad = [], []
+    for path in sorted(glob.glob(inp.path)) or [inp.path]:
+        g, b = split_records(read_file(path, inp.format, locale=inp.locale))
+        good += g
+        bad += b
+    if respect_partition and inp.partition:
+        good = [r for r in good if getattr(r, "partition", "") == inp.partition]
+    if inp.sample:
+        good = [r for r in good if stable_fraction(r.id, 0) < inp.sample]
+    if inp.limit:
+        good = good[:inp.limit]
+    return good, bad
+
+
+def write_jsonl(path: str | Path, rows: list[Any]) -> None:
+    """Atomic JSONL write; dataclass records or plain dicts."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write((json.dumps(r, ensure_ascii=False, sort_keys=True) if isinstance(r, dict)
+                     else to_json(r)) + "\n")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_parquet(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    os.replace(tmp, path)
+
+
+class EmbeddingCache:
+    """Embeddings by text, computed once per run with one loaded model."""
+
+    def __init__(self, model_ref: str, path: str | Path, prompt: str | None = None):
+        self.model_ref, self.path, self.prompt = model_ref, Path(path), prompt
+        self._model = None
+        self._vecs: dict[str, np.ndarray] = {}
+        if self.path.exists():
+            z = np.load(self.path, allow_pickle=False)
+            self._vecs = dict(zip(z["texts"].tolist(), z["vecs"]))
+
+    def get(self, texts: list[str]) -> np.ndarray:
+        from winnow.selectors.embeddings import encode, load_encoder
+
+        missing = sorted({t for t in texts if t not in self._vecs})
+        if missing:
+            if self._model is None:
+                self._model = load_encoder(self.model_ref)
+            vecs = encode(self._model, missing, self.prompt)
+            self._vecs.update(zip(missing, vecs))
+            self.save()
+        return np.stack([self._vecs[t] for t in texts]) if texts else np.zeros((0, 1), np.float32)
+
+    def save(self) -> None:
+        texts = sorted(self._vecs)
+        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        np.savez(tmp, texts=np.array(texts), vecs=np.stack([self._vecs[t] for t in texts]))
+        os.replace(tmp, self.path)

@@ -1,0 +1,418 @@
+"""Intent bootstrapping (Cho et al., ASRU 2019) from a config, stage by stage.
+
+prepare -> relevance (fit, driver) -> pool (Beam) -> self_training -> paraphrase ->
+diversity -> curves (evaluation runs) -> corpus.  Each stage is resumable
+(``StageRunner``); the final corpus is JSONL + Parquet with per-record provenance.
+"""
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from winnow.pipelines.beam_io import (check_accounting, pipeline_options, read_jsonl_shards,
+                                      run_pipeline)
+from winnow.pipelines.config import InputFile, IntentConfig, section_hash
+from winnow.pipelines.data_access import (EmbeddingCache, read_input, read_jsonl, write_jsonl,
+                                          write_parquet)
+from winnow.pipelines.pool_scoring import build_pool_scoring, norm_key
+from winnow.pipelines.records import Utterance, to_dict, utterance_from_dict
+from winnow.pipelines.stages import StageRunner, write_json
+from winnow.selectors.annotation import parse_annotation
+from winnow.selectors.diversity import diversity_order
+from winnow.selectors.intent_model import IntentClassifier
+from winnow.selectors.ngram_relevance import NgramRelevanceModel
+from winnow.selectors.paraphrase import Example, ParaphraseDetector, generate_pairs
+from winnow.selectors.slot_tagger import SlotTagger, slot_f1
+
+
+def new_intent_error(gold: list[str], pred: list[str], new_intents: list[str]) -> float:
+    """1 - macro-F1 over the new intents, on all evaluation utterances (false positives count)."""
+    from sklearn.metrics import f1_score
+
+    return 1.0 - float(f1_score(gold, pred, labels=new_intents, average="macro", zero_division=0))
+
+
+class IntentRun:
+    def __init__(self, cfg: IntentConfig, beam_args: list[str], runner: StageRunner):
+        self.cfg, self.beam_args, self.st = cfg, beam_args, runner
+        self.out = Path(cfg.output_dir)
+        self._emb: EmbeddingCache | None = None
+
+    # -- helpers ---------------------------------------------------------------------
+    @property
+    def emb(self) -> EmbeddingCache:
+        if self._emb is None:
+            self._emb = EmbeddingCache(self.cfg.intent_model.embedding_model,
+                                       self.out / "embeddings.npz")
+        return self._emb
+
+    def _load(self, stage: str, name: str) -> list[Utterance]:
+        return [utterance_from_dict(d) for d in read_jsonl(self.out / stage / name)]
+
+    def _fit(self, recs: list[Utterance], labels: list[str] | None = None) -> IntentClassifier:
+        texts = [r.text for r in recs]
+        return IntentClassifier(c=self.cfg.intent_model.c, seed=self.cfg.seed).fit(
+            texts, self.emb.get(texts), labels or [r.intent for r in recs])
+
+    def _evaluate(self, model: IntentClassifier, test: list[Utterance]) -> dict[str, float]:
+        texts = [r.text for r in test]
+        pred, _ = model.predict(texts, self.emb.get(texts))
+        gold = [r.intent for r in test]
+        return {"new_intent_error": new_intent_error(gold, pred, self.cfg.new_intents),
+                "accuracy": float(np.mean([g == p for g, p in zip(gold, pred)]))}
+
+    # -- stages ----------------------------------------------------------------------
+    def prepare(self, d: Path) -> dict[str, Any]:
+        cfg = self.cfg
+        rng = random.Random(cfg.seed)
+        annotated, rejected = [], []
+        for inp in cfg.annotated:
+            good, bad = read_input(inp)
+            annotated += good
+            rejected += bad
+        test: list[Utterance] = []
+        if cfg.eval is not None:  # read whole, whatever its partition field says
+            test, bad = read_input(InputFile(path=cfg.eval.test_path, format=cfg.eval.test_format,
+                                             locale=cfg.eval.locale), respect_partition=False)
+            rejected += bad
+        test_keys = {norm_key(r.text) for r in test}
+        annotated = [r for r in annotated if norm_key(r.text) not in test_keys]
+        intents = {r.intent for r in annotated}
+        missing = [i for i in cfg.new_intents if i not in intents]
+        if missing:
+            raise ValueError(f"new_intents not found in the annotated data: {', '.join(missing)}")
+        by_intent: dict[str, list[Utterance]] = defaultdict(list)
+        for r in sorted(annotated, key=lambda r: r.id):
+            by_intent[r.intent].append(r)
+        seeds, hidden = [], []
+        for intent in cfg.new_intents:
+            recs = by_intent[intent][:]
+            rng.shuffle(recs)
+            seeds += recs[:cfg.seeds_per_intent]
+            hidden += recs[cfg.seeds_per_intent:]
+        existing = [r for r in annotated if r.intent not in cfg.new_intents]
+        write_jsonl(d / "seeds.jsonl", seeds)
+        write_jsonl(d / "existing.jsonl", existing)
+        write_jsonl(d / "test.jsonl", test)
+        write_jsonl(d / "rejected.jsonl", rejected)
+        # the new intents' remaining annotated utterances join the pool, labels hidden
+        write_jsonl(d / "pool_hidden.jsonl", [{"id": r.id, "text": r.text, "source": r.source}
+                                             for r in hidden])
+        write_jsonl(d / "pool_labels.jsonl", [{"id": r.id, "intent": r.intent,
+                                               "annotated": r.annotated} for r in hidden])
+        return {"seeds": len(seeds), "existing": len(existing), "test": len(test),
+                "hidden_pool": len(hidden), "rejected": len(rejected)}
+
+    def relevance(self, d: Path) -> dict[str, Any]:
+        seeds = self._load("prepare", "seeds.jsonl")
+        existing = self._load("prepare", "existing.jsonl")
+        rng = random.Random(self.cfg.seed)
+        stats = {}
+        for intent in self.cfg.new_intents:
+            pos = [r.text for r in seeds if r.intent == intent]
+            neg_pool = sorted({r.text for r in existing} | {r.text for r in seeds
+                                                            if r.intent != intent})
+            neg = rng.sample(neg_pool, min(len(neg_pool), self.cfg.relevance.negatives_per_intent
+                                           * len(self.cfg.new_intents)))
+            m = NgramRelevanceModel.fit(pos, neg, label=intent, c=self.cfg.relevance.c,
+                                        seed=self.cfg.seed)
+            m.save(d / f"relevance_{intent}.json")
+            stats[f"{intent}.ngrams"] = len(m.weights)
+        return stats
+
+    def pool(self, d: Path) -> dict[str, Any]:
+        cfg = self.cfg
+        models = [NgramRelevanceModel.load(self.out / "relevance" / f"relevance_{i}.json")
+                  for i in cfg.new_intents]
+        excluded = {r.text for name in ("seeds.jsonl", "test.jsonl", "existing.jsonl")
+                    for r in self._load("prepare", name)}
+        inputs = [InputFile(path=str(self.out / "prepare" / "pool_hidden.jsonl"), format="jsonl"),
+                  *cfg.pool]
+        counts = run_pipeline(
+            lambda p: build_pool_scoring(p, inputs, models, excluded, str(d),
+                                         cfg.relevance.top_k, cfg.relevance.threshold),
+            pipeline_options(cfg.beam, self.beam_args))
+        stats = check_accounting("pool", counts)
+        kept = sorted(read_jsonl_shards(d, "kept"),
+                      key=lambda r: (-r["_decision"]["score"], r["id"]))
+        write_jsonl(d / "selected.jsonl", kept)
+        dropped_by = Counter(r["_decision"]["rule"] for r in read_jsonl_shards(d, "dropped"))
+        stats.update({f"dropped.{k}": v for k, v in sorted(dropped_by.items())})
+        return stats
+
+    def self_training(self, d: Path) -> dict[str, Any]:
+        cfg = self.cfg
+        seeds = self._load("prepare", "seeds.jsonl")
+        existing = self._load("prepare", "existing.jsonl")
+        test = self._load("prepare", "test.jsonl")
+        selected = read_jsonl(self.out / "pool" / "selected.jsonl")
+        base = existing + seeds
+        model = self._fit(base)
+        history = [{"iteration": 0, "added": 0, **(self._evaluate(model, test) if test else {})}]
+        texts = [r["text"] for r in selected]
+        labelled: dict[str, tuple[str, float]] = {}
+        for it in range(1, cfg.self_training.iterations + 1):
+            pred, conf = model.predict(texts, self.emb.get(texts))
+            labelled = {r["id"]: (p, float(c)) for r, p, c in zip(selected, pred, conf)
+                        if c >= cfg.self_training.confidence}
+            extra = [r for r in selected if r["id"] in labelled]
+            model = self._fit(base + [Utterance(id=r["id"], text=r["text"]) for r in extra],
+                              [u.intent for u in base] + [labelled[r["id"]][0] for r in extra])
+            history.append({"iteration": it, "added": len(extra),
+                            **(self._evaluate(model, test) if test else {})})
+        write_jsonl(d / "self_labels.jsonl", [{"id": k, "intent": v[0], "confidence": round(v[1], 6)}
+                                              for k, v in sorted(labelled.items())])
+        write_json(d / "history.json", history)
+        return {"self_labelled": len(labelled), **{f"iter{h['iteration']}.{k}": round(v, 4)
+                                                   for h in history for k, v in h.items()
+                                                   if k in ("new_intent_error", "accuracy")}}
+
+    def paraphrase(self, d: Path) -> dict[str, Any]:
+        cfg = self.cfg
+        existing = [r for r in self._load("prepare", "existing.jsonl") if r.annotated]
+        intents = sorted({r.intent for r in existing})
+        rng = random.Random(cfg.seed)
+        held = set(rng.sample(intents, min(cfg.paraphrase.held_out_intents, len(intents) // 2)))
+        ex = lambda recs: [Example(r.annotated, r.domain, r.intent) for r in recs]  # noqa: E731
+        train_ex = ex([r for r in existing if r.intent not in held])
+        test_ex = ex([r for r in existing if r.intent in held])
+        n = cfg.paraphrase.pairs
+        frac = cfg.paraphrase.positive_fraction
+        train_pairs = generate_pairs(train_ex, n, frac, seed=cfg.seed)
+        test_pairs = generate_pairs(test_ex, max(200, n // 5), frac, seed=cfg.seed + 1)
+
+        def embed(pairs):
+            u = self.emb.get([a for a, _, _ in pairs])
+            v = self.emb.get([b for _, b, _ in pairs])
+            return u, v, np.array([y for _, _, y in pairs])
+
+        from sklearn.metrics import roc_auc_score
+
+        det = ParaphraseDetector().fit(*embed(train_pairs), seed=cfg.seed)
+        u, v, y = embed(test_pairs)
+        p = det.pair_proba(u, v)
+        auc = float(roc_auc_score(y, p))
+        acc = float(np.mean((p >= 0.5) == (y == 1)))
+        # the detector used for selection learns from every existing intent (never the new ones)
+        all_pairs = generate_pairs(ex(existing), n, frac, seed=cfg.seed + 2)
+        ParaphraseDetector().fit(*embed(all_pairs), seed=cfg.seed).save(str(d / "detector.npz"))
+        write_jsonl(d / "pairs_sample.jsonl", [{"a": a, "b": b, "paraphrase": y_}
+                                               for a, b, y_ in train_pairs[:200]])
+        return {"unseen_intent_auc": round(auc, 4), "unseen_intent_accuracy": round(acc, 4),
+                "held_out_intents": sorted(held), "train_pairs": len(train_pairs)}
+
+    def _candidates(self) -> dict[str, list[dict[str, Any]]]:
+        """Relevance-selected utterances self-labelled as the intent they were selected for."""
+        labels = {r["id"]: r for r in read_jsonl(self.out / "self_training" / "self_labels.jsonl")}
+        out: dict[str, list[dict[str, Any]]] = {i: [] for i in self.cfg.new_intents}
+        for r in read_jsonl(self.out / "pool" / "selected.jsonl"):
+            target = r["_decision"]["intent"]
+            lab = labels.get(r["id"])
+            if lab and lab["intent"] == target:
+                out[target].append({**r, "confidence": lab["confidence"]})
+        return out
+
+    def diversity(self, d: Path) -> dict[str, Any]:
+        det = ParaphraseDetector.load(str(self.out / "paraphrase" / "detector.npz"))
+        seeds = self._load("prepare", "seeds.jsonl")
+        rows, stats = [], {}
+        for intent, cands in self._candidates().items():
+            if not cands:
+                continue
+            c_emb = self.emb.get([r["text"] for r in cands])
+            a_emb = self.emb.get([r.text for r in seeds if r.intent == intent])
+            order = diversity_order(det, c_emb, a_emb, self.cfg.diversity.batch_size,
+                                    self.cfg.diversity.rounds)
+            for rank, (i, rnd, prob) in enumerate(order):
+                rows.append({"id": cands[i]["id"], "intent": intent, "rank": rank, "round": rnd,
+                             "max_paraphrase_prob": round(prob, 6)})
+            stats[intent] = len(order)
+        write_jsonl(d / "diversity_order.jsonl", rows)
+        return stats
+
+    def curves(self, d: Path) -> dict[str, Any]:
+        cfg = self.cfg
+        seeds = self._load("prepare", "seeds.jsonl")
+        existing = self._load("prepare", "existing.jsonl")
+        test = self._load("prepare", "test.jsonl")
+        if not test:
+            return {"skipped": "no eval.test_path"}
+        cands = self._candidates()
+        div = defaultdict(list)
+        for r in read_jsonl(self.out / "diversity" / "diversity_order.jsonl"):
+            div[r["intent"]].append(r["id"])
+        rng = random.Random(cfg.seed)
+        orders: dict[str, dict[str, list[dict[str, Any]]]] = {"random": {}, "relevance_topk": {},
+                                                              "diversity": {}}
+        for intent, cs in cands.items():
+            by_id = {c["id"]: c for c in cs}
+            rel = sorted(cs, key=lambda c: (-c["_decision"]["score"], c["id"]))
+            shuffled = rel[:]
+            rng.shuffle(shuffled)
+            orders["relevance_topk"][intent] = rel
+            orders["random"][intent] = shuffled
+            orders["diversity"][intent] = [by_id[i] for i in div[intent] if i in by_id]
+        budget = max((len(v) for v in cands.values()), default=0)
+        points = sorted({p for p in cfg.curve_points if p < budget} | {budget})
+        base = existing + seeds
+        results: dict[str, list[dict[str, float]]] = {}
+        for name, per_intent in orders.items():
+            results[name] = []
+            for n in points:
+                extra = [c for intent in cfg.new_intents for c in per_intent.get(intent, [])[:n]]
+                recs = base + [Utterance(id=c["id"], text=c["text"]) for c in extra]
+                labels = [u.intent for u in base] + [c["_decision"]["intent"] for c in extra]
+                m = self._fit(recs, labels)
+                results[name].append({"per_intent": n, "added": len(extra),
+                                      **self._evaluate(m, test)})
+                self.st.log(f"curves: {name} +{len(extra)} -> "
+                            f"error {results[name][-1]['new_intent_error']:.4f}")
+        write_json(d / "curves.json", results)
+        return {"budget_per_intent": budget, "points": len(points)}
+
+    def upper_bound(self, d: Path) -> dict[str, Any]:
+        test = self._load("prepare", "test.jsonl")
+        if not test:
+            return {"skipped": "no eval.test_path"}
+        hidden_text = {r["id"]: r["text"]
+                       for r in read_jsonl(self.out / "prepare" / "pool_hidden.jsonl")}
+        hidden = [Utterance(id=r["id"], text=hidden_text[r["id"]], intent=r["intent"],
+                            annotated=r["annotated"])
+                  for r in read_jsonl(self.out / "prepare" / "pool_labels.jsonl")]
+        full = (self._load("prepare", "existing.jsonl") + self._load("prepare", "seeds.jsonl")
+                + hidden)
+        res = self._evaluate(self._fit(full), test)
+        return {**res, "slot_f1": self._slot_f1(SlotTagger().fit(
+            [r.annotated for r in full if r.annotated]), test)}
+
+    @staticmethod
+    def _slot_f1(tagger: SlotTagger, test: list[Utterance]) -> float | None:
+        gold = [r for r in test if r.annotated]
+        return slot_f1([r.annotated for r in gold], tagger.tag([r.text for r in gold])) if gold else None
+
+    def corpus(self, d: Path) -> dict[str, Any]:
+        """Seeds + diversity-ordered self-labelled utterances, slots from the CRF tagger."""
+        seeds = self._load("prepare", "seeds.jsonl")
+        existing = self._load("prepare", "existing.jsonl")
+        test = self._load("prepare", "test.jsonl")
+        tagger = SlotTagger().fit([r.annotated for r in existing + seeds if r.annotated])
+        cands = {c["id"]: c for cs in self._candidates().values() for c in cs}
+        div = read_jsonl(self.out / "diversity" / "diversity_order.jsonl")
+        rows = [{**to_dict(r), "origin": "seed", "stage": "seed", "scores": {}} for r in seeds]
+        picked = [(r, cands[r["id"]]) for r in div if r["id"] in cands]
+        tagged = tagger.tag([c["text"] for _, c in picked])
+        for (r, c), annotated in zip(picked, tagged):
+            _, slots = parse_annotation(annotated)
+            rows.append({"id": c["id"], "text": c["text"], "locale": c.get("locale", ""),
+                         "domain": "", "intent": r["intent"], "annotated": annotated,
+                         "slots": [{"type": s.type, "value": s.value} for s in slots],
+                         "source": c.get("source", ""), "partition": "",
+                         "origin": "self-labeled", "stage": "diversity",
+                         "scores": {"relevance": c["_decision"]["score"],
+                                    "top_ngrams": [g for g, _ in c["_decision"]["top_ngrams"]],
+                                    "intent_confidence": c["confidence"],
+                                    "diversity_round": r["round"],
+                                    "max_paraphrase_prob": r["max_paraphrase_prob"]}})
+        write_jsonl(d / "corpus.jsonl", rows)
+        flat = [{**r, "slots": [f"{s['type']}={s['value']}" for s in r["slots"]],
+                 "scores": json.dumps(r["scores"], sort_keys=True)} for r in rows]
+        write_parquet(d / "corpus.parquet", flat)
+        return {"records": len(rows), "seed": len(seeds), "self_labeled": len(rows) - len(seeds),
+                "slot_f1_seed_tagger": self._slot_f1(tagger, test) if test else None}
+
+
+STAGES = ("prepare", "relevance", "pool", "self_training", "paraphrase", "diversity", "curves",
+          "upper_bound", "corpus")
+
+
+def _stage_keys(cfg: IntentConfig) -> dict[str, str]:
+    """Each stage's key hashes the config sections it reads plus its upstream keys."""
+    k: dict[str, str] = {}
+    k["prepare"] = section_hash(cfg.annotated, cfg.eval, cfg.new_intents, cfg.seeds_per_intent,
+                                cfg.seed)
+    k["relevance"] = section_hash(k["prepare"], cfg.relevance)
+    k["pool"] = section_hash(k["relevance"], cfg.pool)
+    k["self_training"] = section_hash(k["pool"], cfg.self_training, cfg.intent_model)
+    k["paraphrase"] = section_hash(k["prepare"], cfg.paraphrase, cfg.intent_model)
+    k["diversity"] = section_hash(k["self_training"], k["paraphrase"], cfg.diversity)
+    k["curves"] = section_hash(k["diversity"], cfg.curve_points)
+    k["upper_bound"] = section_hash(k["prepare"], cfg.intent_model)
+    k["corpus"] = section_hash(k["diversity"])
+    return k
+
+
+def run_intent(cfg: IntentConfig, beam_args: list[str], force: set[str] | None = None,
+               quiet: bool = False) -> dict[str, Any]:
+    st = StageRunner(cfg.output_dir, force, quiet)
+    run = IntentRun(cfg, beam_args, st)
+    for name, key in _stage_keys(cfg).items():
+        st.run(name, key, getattr(run, name))
+    metrics = intent_metrics(cfg, st)
+    write_json(Path(cfg.output_dir) / "metrics.json", metrics)
+    write_json(Path(cfg.output_dir) / "summary.json",
+               {n: st.records[n] for n in STAGES})
+    return metrics
+
+
+def _added_for(curve: list[dict[str, float]], target: float) -> float | None:
+    for point in curve:
+        if point["new_intent_error"] <= target + 1e-9:
+            return point["added"]
+    return None
+
+
+def intent_metrics(cfg: IntentConfig, st: StageRunner) -> dict[str, Any]:
+    out = Path(cfg.output_dir)
+    m: dict[str, Any] = {}
+    history = json.loads((out / "self_training" / "history.json").read_text())
+    if "new_intent_error" in history[0]:
+        seed_err, st_err = history[0]["new_intent_error"], history[-1]["new_intent_error"]
+        m["seed_only.new_intent_error"] = seed_err
+        m["seed_only.accuracy"] = history[0]["accuracy"]
+        m["self_training.new_intent_error"] = st_err
+        m["self_training.accuracy"] = history[-1]["accuracy"]
+        m["self_training.relative_error_reduction"] = (seed_err - st_err) / seed_err if seed_err else 0.0
+    curves_path = out / "curves" / "curves.json"
+    if curves_path.exists():
+        curves = json.loads(curves_path.read_text())
+        rel = curves["relevance_topk"][-1]
+        m["relevance_topk.added_for_target"] = rel["added"]
+        m["relevance_topk.new_intent_error"] = rel["new_intent_error"]
+        div_added = _added_for(curves["diversity"], rel["new_intent_error"])
+        rnd_added = _added_for(curves["random"], rel["new_intent_error"])
+        m["diversity.added_for_target"] = div_added
+        m["random.added_for_target"] = rnd_added
+        m["diversity.data_fraction"] = (div_added / rel["added"]) if div_added and rel["added"] else None
+    m.update(_selection_quality(cfg))
+    para = st.records["paraphrase"]["stats"]
+    m["paraphrase.unseen_intent_auc"] = para["unseen_intent_auc"]
+    m["paraphrase.unseen_intent_accuracy"] = para["unseen_intent_accuracy"]
+    ub = st.records["upper_bound"]["stats"]
+    if "accuracy" in ub:
+        m["upper_bound.accuracy"] = ub["accuracy"]
+        m["upper_bound.new_intent_error"] = ub["new_intent_error"]
+        m["upper_bound.slot_f1"] = ub["slot_f1"]
+    m["corpus.slot_f1_seed_tagger"] = st.records["corpus"]["stats"]["slot_f1_seed_tagger"]
+    m["pool.accounting"] = st.records["pool"]["stats"]
+    return m
+
+
+def _selection_quality(cfg: IntentConfig) -> dict[str, float]:
+    """Precision/recall of relevance selection against the hidden labels of the pool."""
+    out = Path(cfg.output_dir)
+    truth = {r["id"]: r["intent"] for r in read_jsonl(out / "prepare" / "pool_labels.jsonl")}
+    rows = read_jsonl_shards(out / "pool", "kept") + read_jsonl_shards(out / "pool", "dropped")
+    new = set(cfg.new_intents)
+    label = lambda r: truth.get(r["id"]) or (r.get("intent") or "")  # noqa: E731
+    relevant = {norm_key(r["text"]) for r in rows if label(r) in new
+                and r["_decision"]["rule"] not in ("in_seed_or_eval_set",)}
+    kept = [r for r in rows if r["_decision"]["kept"]]
+    correct = [r for r in kept if label(r) == r["_decision"]["intent"]]
+    return {"selection.precision": len(correct) / len(kept) if kept else 0.0,
+            "selection.recall": len({norm_key(r["text"]) for r in correct}) / len(relevant)
+            if relevant else 0.0}

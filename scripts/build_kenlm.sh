@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Build KenLM's lmplz and build_binary (which no PyPI wheel ships) from the
+# kenlm==0.3.0 sdist into tools/kenlm/bin.  Idempotent: does nothing when the
+# binaries exist.  Needs cmake, g++ and the Boost dev packages (make setup
+# installs them with apt when run as root).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DEST="$ROOT/tools/kenlm"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+if [[ -x "$DEST/bin/lmplz" && -x "$DEST/bin/build_binary" ]]; then
+  echo "kenlm tools present in $DEST/bin"; exit 0
+fi
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+echo "downloading kenlm==0.3.0 sdist"
+"$PY" -m pip download -q --no-deps --no-binary kenlm kenlm==0.3.0 -d "$WORK"
+tar -xzf "$WORK"/kenlm-0.3.0.tar.gz -C "$WORK"
+SRC="$(find "$WORK" -maxdepth 1 -type d -name 'kenlm-*' | head -1)"
+mkdir -p "$WORK/build" "$DEST/bin"
+echo "building lmplz and build_binary (about 2.5 min on 2 cores)"
+cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_POLICY_VERSION_MINIMUM=3.5 > "$WORK/cmake.log" 2>&1 \
+  || { cat "$WORK/cmake.log"; exit 1; }
+cmake --build "$WORK/build" -j "$(nproc)" --target lmplz build_binary > "$WORK/build.log" 2>&1 \
+  || { tail -50 "$WORK/build.log"; exit 1; }
+cp "$WORK/build/bin/lmplz" "$WORK/build/bin/build_binary" "$DEST/bin/"
+echo "built $DEST/bin/lmplz and $DEST/bin/build_binary"

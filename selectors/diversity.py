@@ -1,0 +1,50 @@
+"""Diversity selection (Cho et al. 2019, step 4): add the *worst* paraphrases first.
+
+Each round takes the ``batch_size`` candidates whose best paraphrase probability
+against the current annotated set is lowest -- they say something the set does not
+-- adds them to the set, and repeats against the grown set.  The running maximum
+logit per candidate is updated only against the newly added batch, so a round costs
+O(candidates x batch) after one O(candidates x annotated) pass (chunked, bounded
+memory).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from winnow.selectors.paraphrase import ParaphraseDetector
+
+CHUNK_ROWS = 4096  # candidates per block of the initial all-pairs pass
+
+
+def max_logits(det: ParaphraseDetector, cand: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    out = np.full(len(cand), -np.inf, dtype=np.float32)
+    if len(ref) == 0:
+        return out
+    for i in range(0, len(cand), CHUNK_ROWS):
+        out[i:i + CHUNK_ROWS] = det.logits(cand[i:i + CHUNK_ROWS], ref).max(axis=1)
+    return out
+
+
+def diversity_order(det: ParaphraseDetector, cand: np.ndarray, annotated: np.ndarray,
+                    batch_size: int, rounds: int | None = None) -> list[tuple[int, int, float]]:
+    """Candidate indices in selection order: (index, round, max paraphrase probability).
+
+    Ties break on the lower index, so the order is deterministic.
+    """
+    best = max_logits(det, cand, annotated)
+    alive = np.ones(len(cand), dtype=bool)
+    order: list[tuple[int, int, float]] = []
+    r = 0
+    while alive.any() and (rounds is None or r < rounds):
+        idx = np.flatnonzero(alive)
+        scores = best[idx]
+        take = idx[np.lexsort((idx, scores))[:batch_size]]
+        for i in take:
+            z = float(best[i])
+            order.append((int(i), r, 1.0 / (1.0 + np.exp(-z)) if np.isfinite(z) else 0.0))
+        alive[take] = False
+        rest = np.flatnonzero(alive)
+        if len(rest):
+            best[rest] = np.maximum(best[rest], max_logits(det, cand[rest], cand[take]))
+        r += 1
+    return order

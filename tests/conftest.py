@@ -1,0 +1,29 @@
+"""Shared fixtures: small data written by the tests themselves."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def massive_line(i: int, intent: str, annot: str, scenario: str = "s", partition: str = "train",
+                 locale: str = "en-US") -> str:
+    from winnow.selectors.annotation import parse_annotation
+
+    text, _ = parse_annotation(annot)
+    return json.dumps({"id": str(i), "locale": locale, "partition": partition,
+                       "scenario": scenario, "intent": intent, "utt": text, "annot_utt": annot},
+                      ensure_ascii=False)
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    from winnow.pipelines.demo_data import make_demo_data
+
+    return make_demo_data(tmp_path_factory.mktemp("demo"))

@@ -1,0 +1,78 @@
+"""Config validation and CLI errors: one clear message naming file and key, exit code 2."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO
+from winnow.pipelines.config import ConfigError, load_config
+
+BASE = {"workflow": "intent", "output_dir": "out", "new_intents": ["a"],
+        "annotated": [{"path": "data.jsonl", "format": "massive"}],
+        "pool": [{"path": "pool.txt", "format": "text"}]}
+
+
+def write(tmp_path, cfg):
+    (tmp_path / "data.jsonl").write_text("")
+    (tmp_path / "pool.txt").write_text("")
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_valid_config_and_override(tmp_path):
+    cfg = load_config(write(tmp_path, BASE), ["relevance.top_k=7", "output_dir=elsewhere"])
+    assert cfg.relevance.top_k == 7
+    assert cfg.output_dir == "elsewhere"
+    assert cfg.annotated[0].path == str((tmp_path / "data.jsonl").resolve())
+
+
+@pytest.mark.parametrize("change, key, words", [
+    ({"bogus": 1}, "bogus", "unknown key"),
+    ({"seeds_per_intent": "many"}, "seeds_per_intent", "integer"),
+    ({"relevance": {"top_k": 5, "threshold": 0.5}}, "relevance", "exactly one"),
+    ({"self_training": {"confidence": 1.5}}, "self_training.confidence", "less than or equal"),
+    ({"pool": [{"path": "missing.txt", "format": "text"}]}, "pool.0.path", "file not found"),
+    ({"pool": [{"path": "pool.txt", "format": "xml"}]}, "pool.0.format", "Input should be"),
+])
+def test_bad_configs_name_the_key(tmp_path, change, key, words):
+    p = write(tmp_path, {**BASE, **change})
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert str(p) in msg and key in msg and words in msg, msg
+
+
+def test_missing_required_key(tmp_path):
+    cfg = dict(BASE)
+    del cfg["new_intents"]
+    with pytest.raises(ConfigError, match="new_intents: required key is missing"):
+        load_config(write(tmp_path, cfg))
+
+
+def test_env_expansion(tmp_path, monkeypatch):
+    monkeypatch.setenv("WINNOW_DATA", str(tmp_path))
+    cfg = load_config(write(tmp_path, {**BASE, "pool": [
+        {"path": "${WINNOW_DATA:-/nowhere}/pool.txt", "format": "text"}]}))
+    assert cfg.pool[0].path == str(tmp_path / "pool.txt")
+
+
+def test_cli_bad_config_exit_2_no_traceback(tmp_path):
+    p = write(tmp_path, {**BASE, "relevance": {"top_k": -3}})
+    out = subprocess.run([sys.executable, "-m", "winnow.pipelines.cli", "validate", str(p)],
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "relevance.top_k" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_validate_ok(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "winnow.pipelines.cli", "validate",
+                          str(write(tmp_path, BASE))], capture_output=True, text=True)
+    assert out.returncode == 0 and "ok (intent workflow" in out.stdout
+
+
+def test_shipped_configs_are_valid():
+    for name in ("demo-intent", "demo-lm", "massive-intent", "massive-de", "snips-hi"):
+        cfg = load_config(REPO / "configs" / f"{name}.yaml", check_files=False)
+        assert cfg.output_dir

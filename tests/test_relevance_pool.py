@@ -1,0 +1,90 @@
+"""n-gram relevance: the compiled table equals scikit-learn; the Beam pool pipeline keeps the
+top-k per intent and accounts for every record."""
+import glob
+import json
+
+import numpy as np
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from winnow.pipelines.beam_io import check_accounting, pipeline_options, read_jsonl_shards, run_pipeline
+from winnow.pipelines.config import BeamSettings, InputFile
+from winnow.pipelines.pool_scoring import ScoreRelevance, build_pool_scoring
+from winnow.selectors.ngram_relevance import (NgramRelevanceModel, RelevanceTable, fit_sklearn,
+                                              ngrams)
+
+POS = ["wake me up at seven", "set an alarm for six am", "alarm at noon please",
+       "wake me at five tomorrow"]
+NEG = ["what is the weather", "play some jazz", "order a pizza", "turn the lights blue",
+       "will it rain today", "play the next podcast episode"]
+
+
+def test_ngrams_are_distinct_1_to_3():
+    assert ngrams("a b a") == ["a", "b", "a b", "b a", "a b a"]
+
+
+def test_table_matches_sklearn_decision_function():
+    lr, vec = fit_sklearn(POS, NEG)
+    model = NgramRelevanceModel.compile(lr, vec, label="alarm")
+    probe = POS + NEG + ["set an alarm to play jazz", "unseen words only", ""]
+    expected = lr.decision_function(vec.transform(probe))
+    got = np.array([model.logit(t) for t in probe])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert model.score("set an alarm for seven") > model.score("play some jazz")
+    assert model.top_ngrams("set an alarm")[0][1] > 0
+
+
+def test_save_load_roundtrip(tmp_path):
+    m = NgramRelevanceModel.fit(POS, NEG, label="alarm")
+    m.save(tmp_path / "m.json")
+    m2 = NgramRelevanceModel.load(tmp_path / "m.json")
+    assert m2.logit("alarm at six") == m.logit("alarm at six")
+
+
+def test_score_dofn_in_test_pipeline():
+    m = NgramRelevanceModel.fit(POS, NEG, label="alarm_set")
+    w = NgramRelevanceModel.fit(NEG[:2] + ["is it sunny", "how hot is it"], POS, label="weather")
+    from winnow.pipelines.records import Utterance
+
+    recs = [Utterance(id="1", text="set an alarm at seven"), Utterance(id="2", text="is it sunny")]
+    js = [{"weights": x.weights, "bias": x.bias, "label": x.label} for x in (m, w)]
+    with TestPipeline() as p:
+        labels = (p | beam.Create(recs) | beam.ParDo(ScoreRelevance(js))
+                  | beam.Map(lambda kv: (kv[1][1], kv[0])))
+        assert_that(labels, equal_to([("1", "alarm_set"), ("2", "weather")]))
+
+
+def test_relevance_table_agrees_with_models():
+    a = NgramRelevanceModel.fit(POS, NEG, label="a")
+    b = NgramRelevanceModel.fit(NEG, POS, label="b")
+    table = RelevanceTable([a, b])
+    for t in POS + NEG:
+        np.testing.assert_allclose(table.scores(t), [a.score(t), b.score(t)], atol=1e-9)
+
+
+def test_pool_pipeline_top_k_and_accounting(tmp_path):
+    pool = tmp_path / "pool.txt"
+    lines = ["set an alarm for seven", "set an alarm for seven", "alarm at six please",
+             "wake me up at nine", "play some rock", "order a burger", "seed text here",
+             "", "what is the weather"]
+    pool.write_text("\n".join(lines) + "\n")
+    m = NgramRelevanceModel.fit(POS, NEG, label="alarm_set")
+    out = tmp_path / "out"
+    counts = run_pipeline(
+        lambda p: build_pool_scoring(p, [InputFile(path=str(pool), format="text")], [m],
+                                     {"Seed text here"}, str(out), top_k=2, threshold=None),
+        pipeline_options(BeamSettings(), ["--direct_num_workers=1"]))
+    acc = check_accounting("pool", counts)
+    assert acc == {"read": 9, "kept": 2, "dropped": 6, "rejected": 1}
+    kept = read_jsonl_shards(out, "kept")
+    dropped = read_jsonl_shards(out, "dropped")
+    assert sorted(r["text"] for r in kept) == ["alarm at six please", "set an alarm for seven"] \
+        or sorted(r["text"] for r in kept) == ["set an alarm for seven", "wake me up at nine"]
+    rules = sorted(r["_decision"]["rule"] for r in dropped)
+    assert rules.count("duplicate") == 1 and rules.count("in_seed_or_eval_set") == 1
+    assert rules.count("below_top_k") == 4
+    assert all(r["_decision"]["intent"] == "alarm_set" for r in kept)
+    rejected = [json.loads(line) for f in glob.glob(str(out / "rejected-*"))
+                for line in open(f)]
+    assert rejected[0]["line"] == 8 and rejected[0]["reason"] == "empty text"

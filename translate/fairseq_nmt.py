@@ -1,0 +1,170 @@
+"""fairseq NMT: binarise, train, fine-tune and generate n-best lists.
+
+winnow drives fairseq's own command-line entry points (``fairseq_cli.preprocess``,
+``train`` and ``generate``) in a subprocess of the same interpreter, so the real
+trainer and beam search run, a crash cannot take the pipeline down with it, and
+fairseq's global state never leaks between stages.  Sizes default to a transformer
+small enough to train on two CPU cores within the configured time budget.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from winnow.translate.subword import Subword
+
+LN2 = math.log(2.0)
+
+
+@dataclass
+class NmtSettings:
+    """Model and trainer settings (the ``nmt`` block of an LM config)."""
+
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    embed_dim: int = 256
+    ffn_dim: int = 512
+    heads: int = 4
+    dropout: float = 0.1
+    lr: float = 1e-3
+    warmup_updates: int = 200
+    max_tokens: int = 4096
+    max_updates: int = 2000
+    max_minutes: float = 20.0
+    finetune_updates: int = 500
+    beam: int = 5
+    nbest: int = 5
+    seed: int = 1
+    extra_train_args: list[str] = field(default_factory=list)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    # torch >= 2.6 loads checkpoints with weights_only=True, which fairseq's
+    # checkpoints (argparse Namespaces inside) do not survive.
+    env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+def _run(module: str, args: list[str], log_path: Path) -> str:
+    cmd = [sys.executable, "-m", module, *args]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(),
+                              text=True)
+        log.write(proc.stdout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} failed (exit {proc.returncode}); see {log_path}:\n"
+                           + proc.stdout[-3000:])
+    return proc.stdout
+
+
+def write_split(subword: Subword, pairs: list[tuple[str, str]], prefix: Path,
+                src: str, tgt: str) -> None:
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{prefix}.{src}", "w", encoding="utf-8") as fs, \
+            open(f"{prefix}.{tgt}", "w", encoding="utf-8") as ft:
+        for s, t in pairs:
+            fs.write(subword.encode(s) + "\n")
+            ft.write(subword.encode(t) + "\n")
+
+
+def binarize(work: Path, subword: Subword, train: list[tuple[str, str]],
+             valid: list[tuple[str, str]], src: str, tgt: str,
+             dict_from: Path | None = None) -> Path:
+    """Subword-encode and binarise; ``dict_from`` reuses an earlier run's joint dictionary."""
+    text = work / "text"
+    write_split(subword, train, text / "train", src, tgt)
+    write_split(subword, valid, text / "valid", src, tgt)
+    dest = work / "data-bin"
+    args = ["--source-lang", src, "--target-lang", tgt, "--trainpref", str(text / "train"),
+            "--validpref", str(text / "valid"), "--destdir", str(dest), "--workers", "1",
+            "--joined-dictionary"]
+    if dict_from is not None:
+        args += ["--srcdict", str(dict_from / f"dict.{src}.txt")]
+    _run("fairseq_cli.preprocess", args, work / "fairseq.log")
+    return dest
+
+
+def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
+          restore: Path | None = None, updates: int | None = None) -> Path:
+    """Train (or, with ``restore``, fine-tune) a transformer; returns the best checkpoint."""
+    save_dir.mkdir(parents=True, exist_ok=True)
+    args = [str(data_bin), "--arch", "transformer", "--share-all-embeddings",
+            "--encoder-layers", str(s.encoder_layers), "--decoder-layers", str(s.decoder_layers),
+            "--encoder-embed-dim", str(s.embed_dim), "--decoder-embed-dim", str(s.embed_dim),
+            "--encoder-ffn-embed-dim", str(s.ffn_dim), "--decoder-ffn-embed-dim", str(s.ffn_dim),
+            "--encoder-attention-heads", str(s.heads), "--decoder-attention-heads", str(s.heads),
+            "--dropout", str(s.dropout), "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)",
+            "--lr", str(s.lr), "--lr-scheduler", "inverse_sqrt",
+            "--warmup-updates", str(s.warmup_updates), "--criterion",
+            "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+            "--max-tokens", str(s.max_tokens), "--max-update", str(updates or s.max_updates),
+            "--stop-time-hours", f"{s.max_minutes / 60:.4f}", "--save-dir", str(save_dir),
+            "--seed", str(s.seed), "--cpu", "--no-epoch-checkpoints", "--no-progress-bar",
+            # small corpora make epochs of a few updates: validate and save by updates
+            "--save-interval", "1000000", "--validate-interval", "1000000",
+            "--save-interval-updates", str(max(50, (updates or s.max_updates) // 4)),
+            "--keep-interval-updates", "1",
+            "--log-format", "simple", "--log-interval", "50", "--num-workers", "0",
+            "--skip-invalid-size-inputs-valid-test", *s.extra_train_args]
+    if restore is not None:
+        args += ["--restore-file", str(restore), "--reset-optimizer", "--reset-lr-scheduler",
+                 "--reset-dataloader", "--reset-meters"]
+    _run("fairseq_cli.train", args, log)
+    best = save_dir / "checkpoint_best.pt"
+    return best if best.exists() else save_dir / "checkpoint_last.pt"
+
+
+_H = re.compile(r"^H-(\d+)\t(\S+)\t(.*)$")
+_P = re.compile(r"^P-(\d+)\t(.*)$")
+
+
+def generate_nbest(data_bin: Path, checkpoint: Path, subword: Subword, sources: list[str],
+                   src: str, tgt: str, s: NmtSettings, work: Path) -> list[list[tuple[str, float]]]:
+    """n-best translations of ``sources``: per source, [(text, natural-log prob)] in beam order.
+
+    Scores are sums of fairseq's positional log-probabilities (reported in base 2),
+    converted to natural log, so they are sentence log-probabilities that the LM
+    rescoring can add to.
+    """
+    gen = work / "gen"
+    gen.mkdir(parents=True, exist_ok=True)
+    # fairseq-generate reads a binarised split: binarise the sources with a dummy target.
+    with open(gen / f"test.{src}", "w", encoding="utf-8") as fs, \
+            open(gen / f"test.{tgt}", "w", encoding="utf-8") as ft:
+        for text in sources:
+            fs.write(subword.encode(text) + "\n")
+            ft.write("\n")
+    _run("fairseq_cli.preprocess",
+         ["--source-lang", src, "--target-lang", tgt, "--testpref", str(gen / "test"),
+          "--destdir", str(gen / "bin"), "--srcdict", str(data_bin / f"dict.{src}.txt"),
+          "--tgtdict", str(data_bin / f"dict.{tgt}.txt"), "--workers", "1"], work / "fairseq.log")
+    out = _run("fairseq_cli.generate",
+               [str(gen / "bin"), "--path", str(checkpoint), "--source-lang", src,
+                "--target-lang", tgt, "--beam", str(max(s.beam, s.nbest)), "--nbest", str(s.nbest),
+                "--batch-size", "64", "--cpu", "--gen-subset", "test", "--seed", str(s.seed),
+                "--skip-invalid-size-inputs-valid-test", "--max-len-a", "1.5",
+                "--max-len-b", "10"],
+               work / "generate.log")
+    results: list[list[tuple[str, float]]] = [[] for _ in sources]
+    pending: tuple[int, str] | None = None
+    for line in out.splitlines():
+        m = _H.match(line)
+        if m:
+            pending = (int(m.group(1)), m.group(3))
+            continue
+        p = _P.match(line)
+        if p and pending is not None and int(p.group(1)) == pending[0]:
+            total = sum(float(x) for x in p.group(2).split()) * LN2
+            results[pending[0]].append((subword.decode(pending[1]), total))
+            pending = None
+    return results  # in fairseq's own (length-normalised beam) order
