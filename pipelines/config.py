@@ -64,8 +64,9 @@ class RelevanceSettings(Strict):
 
 
 class SelfTrainingSettings(Strict):
-    iterations: int = Field(2, ge=0)
-    confidence: float = Field(0.7, ge=0.0, le=1.0)
+    iterations: int = Field(3, ge=0)
+    confidence: float = Field(0.3, ge=0.0, le=1.0,
+                              description="keep a self-label at or above this probability")
 
 
 class IntentModelSettings(Strict):

@@ -57,12 +57,18 @@ def write_parquet(path: str | Path, rows: list[dict[str, Any]]) -> None:
 
 
 class EmbeddingCache:
-    """Embeddings by text, computed once per run with one loaded model."""
+    """Embeddings by text, computed once per run with one loaded model.
+
+    ``save`` is called when a stage completes, never mid-stage: a stage killed half-way
+    recomputes its embeddings in the same batches as an uninterrupted run, so resumed runs
+    stay byte-identical (batch composition changes float rounding).
+    """
 
     def __init__(self, model_ref: str, path: str | Path, prompt: str | None = None):
         self.model_ref, self.path, self.prompt = model_ref, Path(path), prompt
         self._model = None
         self._vecs: dict[str, np.ndarray] = {}
+        self._dirty = False
         if self.path.exists():
             z = np.load(self.path, allow_pickle=False)
             self._vecs = dict(zip(z["texts"].tolist(), z["vecs"]))
@@ -76,10 +82,13 @@ class EmbeddingCache:
                 self._model = load_encoder(self.model_ref)
             vecs = encode(self._model, missing, self.prompt)
             self._vecs.update(zip(missing, vecs))
-            self.save()
+            self._dirty = True
         return np.stack([self._vecs[t] for t in texts]) if texts else np.zeros((0, 1), np.float32)
 
     def save(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
         texts = sorted(self._vecs)
         tmp = self.path.with_name(self.path.name + ".tmp.npz")
         np.savez(tmp, texts=np.array(texts), vecs=np.stack([self._vecs[t] for t in texts]))

@@ -26,7 +26,8 @@ from winnow.selectors.annotation import parse_annotation
 from winnow.selectors.diversity import diversity_order
 from winnow.selectors.intent_model import IntentClassifier
 from winnow.selectors.ngram_relevance import NgramRelevanceModel
-from winnow.selectors.paraphrase import Example, ParaphraseDetector, generate_pairs
+from winnow.selectors.paraphrase import (Example, ParaphraseDetector, generate_pairs,
+                                         slot_type_vectors)
 from winnow.selectors.slot_tagger import SlotTagger, slot_f1
 
 
@@ -65,6 +66,15 @@ class IntentRun:
         gold = [r.intent for r in test]
         return {"new_intent_error": new_intent_error(gold, pred, self.cfg.new_intents),
                 "accuracy": float(np.mean([g == p for g, p in zip(gold, pred)]))}
+
+    def stage(self, name: str):
+        """A stage function that saves the embedding cache before the stage is marked done."""
+        def fn(d: Path) -> dict[str, Any]:
+            stats = getattr(self, name)(d)
+            if self._emb is not None:
+                self._emb.save()
+            return stats
+        return fn
 
     # -- stages ----------------------------------------------------------------------
     def prepare(self, d: Path) -> dict[str, Any]:
@@ -158,8 +168,12 @@ class IntentRun:
         labelled: dict[str, tuple[str, float]] = {}
         for it in range(1, cfg.self_training.iterations + 1):
             pred, conf = model.predict(texts, self.emb.get(texts))
+            # keep a self-label only where the model agrees with the intent the relevance
+            # model selected the utterance for: a pool utterance that the (new-intent-starved)
+            # model files under an old intent is more often a missed new-intent example than a
+            # true old-intent one, and training on it teaches the model the wrong boundary
             labelled = {r["id"]: (p, float(c)) for r, p, c in zip(selected, pred, conf)
-                        if c >= cfg.self_training.confidence}
+                        if c >= cfg.self_training.confidence and p == r["_decision"]["intent"]}
             extra = [r for r in selected if r["id"] in labelled]
             model = self._fit(base + [Utterance(id=r["id"], text=r["text"]) for r in extra],
                               [u.intent for u in base] + [labelled[r["id"]][0] for r in extra])
@@ -172,6 +186,10 @@ class IntentRun:
                                                    for h in history for k, v in h.items()
                                                    if k in ("new_intent_error", "accuracy")}}
 
+    def _pair_vectors(self, texts: list[str], tagger: SlotTagger, types: list[str]) -> np.ndarray:
+        """Detector input: sentence embedding + indicators of the tagger's slot types."""
+        return np.hstack([self.emb.get(texts), slot_type_vectors(tagger.tag(texts), types)])
+
     def paraphrase(self, d: Path) -> dict[str, Any]:
         cfg = self.cfg
         existing = [r for r in self._load("prepare", "existing.jsonl") if r.annotated]
@@ -179,28 +197,35 @@ class IntentRun:
         rng = random.Random(cfg.seed)
         held = set(rng.sample(intents, min(cfg.paraphrase.held_out_intents, len(intents) // 2)))
         ex = lambda recs: [Example(r.annotated, r.domain, r.intent) for r in recs]  # noqa: E731
-        train_ex = ex([r for r in existing if r.intent not in held])
-        test_ex = ex([r for r in existing if r.intent in held])
+        seen = [r for r in existing if r.intent not in held]
         n = cfg.paraphrase.pairs
         frac = cfg.paraphrase.positive_fraction
-        train_pairs = generate_pairs(train_ex, n, frac, seed=cfg.seed)
-        test_pairs = generate_pairs(test_ex, max(200, n // 5), frac, seed=cfg.seed + 1)
 
-        def embed(pairs):
-            u = self.emb.get([a for a, _, _ in pairs])
-            v = self.emb.get([b for _, b, _ in pairs])
-            return u, v, np.array([y for _, _, y in pairs])
+        def fit_detector(recs: list[Utterance], seed: int):
+            tagger = SlotTagger().fit([r.annotated for r in recs])
+            types = sorted({s for r in recs for s, _ in r.slots})
+            pairs = generate_pairs(ex(recs), n, frac, seed=seed)
+            u = self._pair_vectors([a for a, _, _ in pairs], tagger, types)
+            v = self._pair_vectors([b for _, b, _ in pairs], tagger, types)
+            det = ParaphraseDetector().fit(u, v, np.array([y for _, _, y in pairs]), seed=cfg.seed)
+            return det, tagger, types, pairs
 
         from sklearn.metrics import roc_auc_score
 
-        det = ParaphraseDetector().fit(*embed(train_pairs), seed=cfg.seed)
-        u, v, y = embed(test_pairs)
-        p = det.pair_proba(u, v)
+        # tested on pairs of intents (and their slot annotations) it never saw
+        det, tagger, types, train_pairs = fit_detector(seen, cfg.seed)
+        test_pairs = generate_pairs(ex([r for r in existing if r.intent in held]),
+                                    max(200, n // 5), frac, seed=cfg.seed + 1)
+        p = det.pair_proba(self._pair_vectors([a for a, _, _ in test_pairs], tagger, types),
+                           self._pair_vectors([b for _, b, _ in test_pairs], tagger, types))
+        y = np.array([y_ for _, _, y_ in test_pairs])
         auc = float(roc_auc_score(y, p))
         acc = float(np.mean((p >= 0.5) == (y == 1)))
         # the detector used for selection learns from every existing intent (never the new ones)
-        all_pairs = generate_pairs(ex(existing), n, frac, seed=cfg.seed + 2)
-        ParaphraseDetector().fit(*embed(all_pairs), seed=cfg.seed).save(str(d / "detector.npz"))
+        det, tagger, types, _ = fit_detector(existing, cfg.seed + 2)
+        det.save(str(d / "detector.npz"))
+        import pickle
+        (d / "tagger.pkl").write_bytes(pickle.dumps((tagger, types)))
         write_jsonl(d / "pairs_sample.jsonl", [{"a": a, "b": b, "paraphrase": y_}
                                                for a, b, y_ in train_pairs[:200]])
         return {"unseen_intent_auc": round(auc, 4), "unseen_intent_accuracy": round(acc, 4),
@@ -218,14 +243,16 @@ class IntentRun:
         return out
 
     def diversity(self, d: Path) -> dict[str, Any]:
+        import pickle
         det = ParaphraseDetector.load(str(self.out / "paraphrase" / "detector.npz"))
+        tagger, types = pickle.loads((self.out / "paraphrase" / "tagger.pkl").read_bytes())
         seeds = self._load("prepare", "seeds.jsonl")
         rows, stats = [], {}
         for intent, cands in self._candidates().items():
             if not cands:
                 continue
-            c_emb = self.emb.get([r["text"] for r in cands])
-            a_emb = self.emb.get([r.text for r in seeds if r.intent == intent])
+            c_emb = self._pair_vectors([r["text"] for r in cands], tagger, types)
+            a_emb = self._pair_vectors([r.text for r in seeds if r.intent == intent], tagger, types)
             order = diversity_order(det, c_emb, a_emb, self.cfg.diversity.batch_size,
                                     self.cfg.diversity.rounds)
             for rank, (i, rnd, prob) in enumerate(order):
@@ -351,7 +378,7 @@ def run_intent(cfg: IntentConfig, beam_args: list[str], force: set[str] | None =
     st = StageRunner(cfg.output_dir, force, quiet)
     run = IntentRun(cfg, beam_args, st)
     for name, key in _stage_keys(cfg).items():
-        st.run(name, key, getattr(run, name))
+        st.run(name, key, run.stage(name))
     metrics = intent_metrics(cfg, st)
     write_json(Path(cfg.output_dir) / "metrics.json", metrics)
     write_json(Path(cfg.output_dir) / "summary.json",

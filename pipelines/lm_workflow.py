@@ -111,6 +111,7 @@ class LmRun:
         cfg = self.cfg
         cache = EmbeddingCache(cfg.bitext_filter.model, d / "seed_embeddings.npz", prompt="passage")
         centroid = CentroidDistance.fit(cache.get(self._texts("seed.jsonl")))
+        cache.save()
         centroid.save(str(d / "centroid.npy"))
         counts = run_pipeline(
             lambda p: build_bitext_filter(p, cfg.bitext, cfg.bitext_filter, cfg.tgt_lang,

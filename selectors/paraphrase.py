@@ -43,8 +43,10 @@ class Example:
         return template(self.annotated)
 
     @property
-    def key(self) -> tuple[str, str, frozenset[str]]:
-        return (self.domain, self.intent, frozenset(s.type for s in parse_annotation(self.annotated)[1]))
+    def key(self) -> tuple[str, str, tuple[str, ...]]:
+        """Paraphrase class; a sorted tuple (not a set) so its order never depends on hashing."""
+        return (self.domain, self.intent,
+                tuple(sorted({s.type for s in parse_annotation(self.annotated)[1]})))
 
 
 def _fill(tmpl: str, values: dict[str, list[str]], rng: random.Random) -> str:
@@ -114,6 +116,26 @@ class _TemplateIndex:
         head = order[:3]
         rng.shuffle(head)
         return head + order[3:]
+
+
+SLOT_BLOCK_WEIGHT = 0.5  # scale of the slot-type indicator block next to unit embeddings
+
+
+def slot_type_vectors(annotated: list[str], types: list[str]) -> np.ndarray:
+    """Indicator vectors of the slot types in (predicted) annotations.
+
+    Paraphrase means same intent *and same slot-type set*; sentence embeddings barely
+    see the latter, so the detector gets it explicitly.  Overlap and mismatch counts of
+    two indicator vectors are bilinear (u.v, |u|^2 + |v|^2 - 2 u.v), so the detector stays
+    a single matrix product.
+    """
+    index = {t: i for i, t in enumerate(types)}
+    out = np.zeros((len(annotated), len(types)), dtype=np.float32)
+    for row, a in enumerate(annotated):
+        for s in parse_annotation(a)[1]:
+            if s.type in index:
+                out[row, index[s.type]] = SLOT_BLOCK_WEIGHT
+    return out
 
 
 def pair_features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
