@@ -6,12 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.winnow-installed
 KENLM := tools/kenlm/bin/lmplz
-APT_PKGS := libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev
+APT_PKGS := libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev chromium
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
-.PHONY: setup apt kenlm test demo lint eval-intent eval-lm eval-lm-hi data-dev bench clean
+.PHONY: setup apt kenlm test demo lint eval-intent eval-lm eval-lm-hi data-dev bench clean report-png
 
 setup: $(STAMP) $(KENLM)
 
@@ -69,3 +69,13 @@ eval-lm-hi: data-dev
 
 clean:
 	rm -rf runs
+
+# render a run's report.html to PNG with headless Chromium (RUN=runs/demo/demo-intent)
+RUN ?= runs/demo/demo-intent
+report-png: setup
+	$(BIN)/winnow report $(RUN)
+	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	  --disable-background-networking --disable-component-update --disable-sync \
+	  --user-data-dir=$$(mktemp -d) --window-size=1100,3000 \
+	  --screenshot=$(RUN)/report.png file://$$(realpath $(RUN))/report.html
+	@echo "rendered $(RUN)/report.png"

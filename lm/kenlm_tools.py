@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -54,10 +55,14 @@ def train_arpa(text_path: str | Path, arpa_path: str | Path, order: int = DEFAUL
         if prune:
             cmd += ["--prune", *map(str, prune)]
         with open(text_path, "rb") as fin, open(tmp_out, "wb") as fout:
-            proc = subprocess.run(cmd, stdin=fin, stdout=fout, stderr=subprocess.PIPE)
+            # lmplz draws its own progress bar: show it at a terminal, keep it for errors otherwise
+            tty = sys.stderr.isatty()
+            proc = subprocess.run(cmd, stdin=fin, stdout=fout,
+                                  stderr=None if tty else subprocess.PIPE)
     if proc.returncode != 0:
         tmp_out.unlink(missing_ok=True)
-        raise RuntimeError(f"lmplz failed on {text_path}:\n{proc.stderr.decode(errors='replace')[-2000:]}")
+        detail = "" if proc.stderr is None else proc.stderr.decode(errors="replace")[-2000:]
+        raise RuntimeError(f"lmplz failed on {text_path} (exit {proc.returncode}):\n{detail}")
     os.replace(tmp_out, arpa_path)
     return arpa_path
 

@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     y.add_argument("--fraction", type=float, required=True)
     y.add_argument("--header", action="store_true", help="TSV with a header line (kept)")
     y.add_argument("--seed", default="devtest")
+    r = sub.add_parser("report", help="(re)build RUN_DIR/report.html")
+    r.add_argument("run_dir")
     d = sub.add_parser("demo")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--force", action="append", default=[], metavar="STAGE")
@@ -67,11 +69,18 @@ def _print_table(title: str, metrics: dict[str, Any]) -> None:
 
 
 def _run(cfg, beam_args: list[str], force: set[str], quiet: bool) -> dict[str, Any]:
+    from winnow.pipelines.report import build_report
+
     if isinstance(cfg, IntentConfig):
         from winnow.pipelines.intent_workflow import run_intent
-        return run_intent(cfg, beam_args, force, quiet)
-    from winnow.pipelines.lm_workflow import run_lm
-    return run_lm(cfg, beam_args, force, quiet)
+        metrics = run_intent(cfg, beam_args, force, quiet)
+    else:
+        from winnow.pipelines.lm_workflow import run_lm
+        metrics = run_lm(cfg, beam_args, force, quiet)
+    report = build_report(cfg.output_dir)
+    if not quiet:
+        print(f"[winnow] report: {report}", file=sys.stderr)
+    return metrics
 
 
 def demo(out: str, force: set[str], quiet: bool) -> None:
@@ -163,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "split-by-id":
             n = split_by_id(args.input, args.output, args.fraction, args.header, args.seed)
             print(f"{args.output}: {n} records ({args.fraction:.0%} slice by id hash)")
+            return 0
+        if args.command == "report":
+            from winnow.pipelines.report import build_report
+            print(build_report(args.run_dir))
             return 0
         if args.command == "demo":
             demo(args.out, set(args.force), args.quiet)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,8 @@ def encode(model, texts: list[str], prompt_name: str | None = None,
     if prompt_name and prompt_name in (model.prompts or {}):
         kwargs["prompt_name"] = prompt_name
     emb = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
-                       normalize_embeddings=True, show_progress_bar=False, **kwargs)
+                       normalize_embeddings=True, show_progress_bar=sys.stderr.isatty(),
+                       **kwargs)
     return emb.astype(np.float32, copy=False)
 
 

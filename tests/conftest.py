@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,25 @@ def demo_data(tmp_path_factory) -> Path:
     from winnow.pipelines.demo_data import make_demo_data
 
     return make_demo_data(tmp_path_factory.mktemp("demo"))
+
+
+def intent_cmd(data: Path, out: Path) -> list[str]:
+    cfg = REPO / "configs" / "demo-intent.yaml"
+    sets = [f"output_dir={out}"]
+    for key, name in (("annotated", "intents.jsonl"), ("pool", "pool.txt")):
+        sets.append(f"{key}=[{{path: {data / name}, format: "
+                    f"{'massive' if key == 'annotated' else 'text'}}}]")
+    sets.append(f"eval.test_path={data / 'test.jsonl'}")
+    args = [sys.executable, "-m", "winnow.pipelines.cli", "run", str(cfg), "--quiet"]
+    for s in sets:
+        args += ["--set", s]
+    return args + ["--direct_num_workers=1"]
+
+
+@pytest.fixture(scope="session")
+def reference_run(demo_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    subprocess.run(intent_cmd(demo_data, out), check=True, cwd=REPO, capture_output=True)
+    return out
+
+

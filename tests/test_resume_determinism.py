@@ -2,36 +2,15 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, intent_cmd
 
 CORPUS = ("corpus/corpus.jsonl", "corpus/corpus.parquet", "pool/selected.jsonl",
           "diversity/diversity_order.jsonl")
-
-
-def intent_cmd(data: Path, out: Path) -> list[str]:
-    cfg = REPO / "configs" / "demo-intent.yaml"
-    sets = [f"output_dir={out}"]
-    for key, name in (("annotated", "intents.jsonl"), ("pool", "pool.txt")):
-        sets.append(f"{key}=[{{path: {data / name}, format: "
-                    f"{'massive' if key == 'annotated' else 'text'}}}]")
-    sets.append(f"eval.test_path={data / 'test.jsonl'}")
-    args = [sys.executable, "-m", "winnow.pipelines.cli", "run", str(cfg), "--quiet"]
-    for s in sets:
-        args += ["--set", s]
-    return args + ["--direct_num_workers=1"]
-
-
-@pytest.fixture(scope="module")
-def reference_run(demo_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "run"
-    subprocess.run(intent_cmd(demo_data, out), check=True, cwd=REPO, capture_output=True)
-    return out
 
 
 def test_same_seed_same_bytes(demo_data, reference_run, tmp_path):

@@ -52,19 +52,44 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(module: str, args: list[str], log_path: Path) -> str:
+_UPDATES = re.compile(r"num_updates[\"=: ]+(\d+)")
+
+
+def _run(module: str, args: list[str], log_path: Path, total: int | None = None,
+         unit: str = "updates", counter: re.Pattern | None = None) -> str:
+    """Run a fairseq entry point, streaming its output to ``log_path``.
+
+    At a terminal (tqdm's ``disable=None``: quiet when piped, as under CI) a bar follows
+    the work: updates parsed from the trainer's log lines, or sources during generation.
+    """
+    from tqdm import tqdm
+
     cmd = [sys.executable, "-m", module, *args]
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    counter = counter or _UPDATES
+    lines: list[str] = []
+    bar = tqdm(total=total, unit=unit, desc=module.split(".")[-1], leave=False,
+               disable=None if total else True)
     with open(log_path, "a", encoding="utf-8") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(),
-                              text=True)
-        log.write(proc.stdout)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(),
+                                text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            lines.append(line)
+            m = counter.search(line)
+            if m and total:
+                n = int(m.group(1)) if m.groups() else bar.n + 1
+                bar.update(max(0, n - bar.n))
+        proc.wait()
+    bar.close()
+    out = "".join(lines)
     if proc.returncode != 0:
         raise RuntimeError(f"{module} failed (exit {proc.returncode}); see {log_path}:\n"
-                           + proc.stdout[-3000:])
-    return proc.stdout
+                           + out[-3000:])
+    return out
 
 
 def write_split(subword: Subword, pairs: list[tuple[str, str]], prefix: Path,
@@ -119,7 +144,7 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
     if restore is not None:
         args += ["--restore-file", str(restore), "--reset-optimizer", "--reset-lr-scheduler",
                  "--reset-dataloader", "--reset-meters"]
-    _run("fairseq_cli.train", args, log)
+    _run("fairseq_cli.train", args, log, total=updates or s.max_updates)
     best = save_dir / "checkpoint_best.pt"
     return best if best.exists() else save_dir / "checkpoint_last.pt"
 
@@ -146,7 +171,8 @@ def generate_nbest(data_bin: Path, checkpoint: Path, subword: Subword, sources: 
                 "--target-lang", tgt, "--beam", str(max(s.beam, s.nbest)), "--nbest", str(s.nbest),
                 "--buffer-size", "512", "--batch-size", "64", "--cpu", "--seed", str(s.seed),
                 "--max-len-a", "1.5", "--max-len-b", "10", "--input", str(src_file)],
-               work / "generate.log")
+               work / "generate.log", total=len(sources), unit="sentences",
+               counter=re.compile(r"^S-\d+\t"))
     results: list[list[tuple[str, float]]] = [[] for _ in sources]
     pending: tuple[int, str] | None = None
     for line in out.splitlines():

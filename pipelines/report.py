@@ -1,0 +1,209 @@
+"""``report.html``: a self-contained run report (plots as embedded PNGs).
+
+Built from what a run left in its output folder -- ``summary.json`` (stage records),
+kept/dropped shards, ``metrics.json``, curves -- so ``winnow report RUN_DIR`` can
+rebuild it at any time.  Shows the funnel per stage, score histograms with the chosen
+thresholds, a 2-D map of embeddings (intent runs), the error-vs-data curves or the
+ablation table with perplexity bars, and example records per stage.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from winnow.pipelines.beam_io import read_jsonl_shards
+
+FUNNEL_STAGES = ("pool", "bitext")
+EXAMPLES_PER_KIND = 5
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return ('<img alt="plot" src="data:image/png;base64,'
+            + base64.b64encode(buf.getvalue()).decode() + '"/>')
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _funnel(name: str, stats: dict[str, Any]) -> str:
+    plt = _plt()
+    labels = ["read", "kept"] + [k for k in sorted(stats) if k.startswith("dropped.")] + ["rejected"]
+    values = [stats.get(k, 0) for k in labels]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(labels) + 1))
+    ax.barh(labels[::-1], values[::-1], color=["#c44"] + ["#888"] * (len(labels) - 3) + ["#4a4", "#46c"])
+    for i, v in enumerate(values[::-1]):
+        ax.text(v, i, f" {v:,}", va="center")
+    ax.set_title(f"{name}: read = kept + dropped + rejected")
+    return _png(fig)
+
+
+def _histogram(title: str, kept: list[float], dropped: list[float], threshold: float | None,
+               xlabel: str) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3))
+    bins = 40
+    ax.hist([dropped, kept], bins=bins, stacked=True, label=["dropped", "kept"],
+            color=["#bbb", "#4a4"])
+    if threshold is not None:
+        ax.axvline(threshold, color="#c44", linestyle="--", label=f"threshold {threshold:.3g}")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend()
+    return _png(fig)
+
+
+def _examples(rows: list[dict[str, Any]], kept: bool, text_key: str) -> str:
+    rows = [r for r in rows if r["_decision"]["kept"] == kept]
+    rng = random.Random(0)
+    rows = rng.sample(rows, min(EXAMPLES_PER_KIND, len(rows)))
+    out = []
+    for r in rows:
+        dec = r["_decision"]
+        extra = {k: v for k, v in dec.items() if k not in ("kept",) and v not in (None, "", [])}
+        out.append(f"<tr><td>{html.escape(str(r.get(text_key, '')))}</td>"
+                   f"<td><code>{html.escape(json.dumps(extra, ensure_ascii=False))}</code></td></tr>")
+    return "<table><tr><th>record</th><th>decision</th></tr>" + "".join(out) + "</table>"
+
+
+def _scored(rows: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    k = [r["_decision"]["score"] for r in rows if r["_decision"]["kept"] and r["_decision"]["score"] is not None]
+    d = [r["_decision"]["score"] for r in rows if not r["_decision"]["kept"]
+         and r["_decision"]["score"] is not None]
+    return k, d
+
+
+def _intent_sections(run: Path) -> list[str]:
+    plt = _plt()
+    parts = []
+    rows = read_jsonl_shards(run / "pool", "kept") + read_jsonl_shards(run / "pool", "dropped")
+    if rows:
+        kept, dropped = _scored(rows)
+        cut = min(kept) if kept else None
+        parts.append("<h2>Relevance scores</h2>" + _histogram(
+            "pool relevance (best new intent)", kept, dropped, cut, "relevance probability"))
+        parts.append("<h3>Examples: kept</h3>" + _examples(rows, True, "text"))
+        parts.append("<h3>Examples: dropped</h3>" + _examples(rows, False, "text"))
+    curves = run / "curves" / "curves.json"
+    if curves.exists():
+        data = json.loads(curves.read_text())
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for name, pts in data.items():
+            ax.plot([p["added"] for p in pts], [p["new_intent_error"] for p in pts], marker="o",
+                    label=name)
+        ax.set_xlabel("added self-labelled utterances")
+        ax.set_ylabel("new-intent error (1 - macro F1)")
+        ax.legend()
+        ax.set_title("error vs added data")
+        parts.append("<h2>Error vs added data</h2>" + _png(fig))
+    emb = run / "embeddings.npz"
+    corpus = run / "corpus" / "corpus.jsonl"
+    if emb.exists() and corpus.exists():
+        import numpy as np
+        z = np.load(emb)
+        vecs = dict(zip(z["texts"].tolist(), z["vecs"]))
+        recs = [json.loads(x) for x in corpus.read_text(encoding="utf-8").splitlines()]
+        seed = [vecs[r["text"]] for r in recs if r["origin"] == "seed" and r["text"] in vecs]
+        sel = [vecs[r["text"]] for r in recs if r["origin"] != "seed" and r["text"] in vecs]
+        others = random.Random(0).sample(sorted(vecs), min(1500, len(vecs)))
+        pool = [vecs[t] for t in others]
+        if seed and sel:
+            allv = np.vstack([pool, seed, sel])
+            mean = allv.mean(0)
+            _, _, vt = np.linalg.svd(allv - mean, full_matrices=False)
+            proj = lambda a: (np.asarray(a) - mean) @ vt[:2].T  # noqa: E731
+            fig, ax = plt.subplots(figsize=(6, 5))
+            for arr, lab, col, size in ((pool, "other embedded utterances", "#ccc", 6),
+                                        (sel, "selected (self-labelled)", "#4a4", 14),
+                                        (seed, "seed (annotated)", "#c44", 30)):
+                p = proj(arr)
+                ax.scatter(p[:, 0], p[:, 1], s=size, c=col, label=lab)
+            ax.legend()
+            ax.set_title("sentence embeddings, first two principal components")
+            parts.append("<h2>Annotated vs selected data</h2>" + _png(fig))
+    return parts
+
+
+def _lm_sections(run: Path, metrics: dict[str, Any]) -> list[str]:
+    plt = _plt()
+    parts = []
+    rows = read_jsonl_shards(run / "bitext", "kept") + read_jsonl_shards(run / "bitext", "dropped")
+    if rows:
+        kept, dropped = _scored(rows)
+        parts.append("<h2>Embedding distance to the in-domain centroid</h2>" + _histogram(
+            "bitext target side", kept, dropped, max(kept) if kept else None, "cosine distance"))
+        parts.append("<h3>Examples: kept</h3>" + _examples(rows, True, "tgt"))
+        parts.append("<h3>Examples: dropped</h3>" + _examples(
+            [r for r in rows if r["_decision"]["score"] is not None] or rows, False, "tgt"))
+    all_rows = run / "rows" / "all"
+    trans = read_jsonl_shards(all_rows, "kept") + read_jsonl_shards(all_rows, "dropped")
+    if trans:
+        summary = json.loads((run / "summary.json").read_text())
+        thr = summary.get("seed_lm", {}).get("stats", {}).get("lm_filter_threshold")
+        kept, dropped = _scored(trans)
+        parts.append("<h2>LM filter</h2>" + _histogram(
+            "per-token log10 probability under the seed LM", kept, dropped, thr, "log10 p / token"))
+        parts.append("<h3>Examples: kept</h3>" + _examples(trans, True, "tgt"))
+        parts.append("<h3>Examples: dropped</h3>" + _examples(trans, False, "tgt"))
+    names = [k[:-len(".perplexity")] for k in metrics if k.endswith(".perplexity")]
+    if names:
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.bar(names, [metrics[f"{n}.perplexity"] for n in names], color="#46c")
+        ax.set_ylabel("perplexity (seed-vocabulary tokens)")
+        ax.tick_params(axis="x", rotation=30)
+        ax.set_title("ablation")
+        table = "".join(f"<tr><td>{n}</td><td>{metrics[f'{n}.perplexity']:.2f}</td>"
+                        f"<td>{metrics.get(f'{n}.oov_rate', 0):.4f}</td>"
+                        f"<td>{metrics.get(f'{n}.sentences', '')}</td></tr>" for n in names)
+        parts.append("<h2>Ablation</h2><table><tr><th>row</th><th>perplexity</th><th>OOV</th>"
+                     f"<th>LM sentences</th></tr>{table}</table>" + _png(fig))
+    return parts
+
+
+def build_report(run_dir: str | Path) -> Path:
+    run = Path(run_dir)
+    summary_path = run / "summary.json"
+    if not summary_path.exists():
+        raise FileNotFoundError(f"{run}: no summary.json -- not a finished winnow run folder")
+    summary = json.loads(summary_path.read_text())
+    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
+    parts = [f"<h1>winnow run report: {html.escape(run.name)}</h1>"]
+    stage_rows = "".join(
+        f"<tr><td>{html.escape(n)}</td><td>{r.get('seconds', '')}</td><td><code>"
+        f"{html.escape(json.dumps({k: v for k, v in r.get('stats', {}).items() if not isinstance(v, dict)}))}"
+        "</code></td></tr>" for n, r in summary.items())
+    parts.append("<h2>Stages</h2><table><tr><th>stage</th><th>seconds</th><th>counts</th></tr>"
+                 + stage_rows + "</table>")
+    for name in FUNNEL_STAGES:
+        if name in summary:
+            parts.append(f"<h2>Funnel: {name}</h2>" + _funnel(name, summary[name]["stats"]))
+    for name, rec in summary.get("rows", {}).get("stats", {}).items():
+        if name.endswith(".translations"):
+            parts.append(f"<h2>Funnel: {name}</h2>" + _funnel(name, rec))
+    is_lm = "bitext" in summary
+    parts += _lm_sections(run, metrics) if is_lm else _intent_sections(run)
+    mrows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(round(v, 4) if isinstance(v, float) else v))}</td></tr>"
+                    for k, v in metrics.items() if not isinstance(v, dict))
+    parts.append(f"<h2>Metrics</h2><table>{mrows}</table>")
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
+             "padding:2px 6px;font-size:13px;vertical-align:top}img{max-width:100%}")
+    out = run / "report.html"
+    tmp = out.with_suffix(".html.tmp")
+    tmp.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>winnow report</title>"
+                   f"<style>{style}</style></head><body>{''.join(parts)}</body></html>",
+                   encoding="utf-8")
+    tmp.replace(out)
+    return out
