@@ -79,3 +79,7 @@ report-png: setup
 	  --user-data-dir=$$(mktemp -d) --window-size=1100,3000 \
 	  --screenshot=$(RUN)/report.png file://$$(realpath $(RUN))/report.html
 	@echo "rendered $(RUN)/report.png"
+
+# speed of each stage inside Beam against the raw library (BENCH_ARGS=--quick for CI sizes)
+bench: setup
+	$(BIN)/winnow bench $(BENCH_ARGS) --out bench.json

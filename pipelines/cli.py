@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     y.add_argument("--seed", default="devtest")
     r = sub.add_parser("report", help="(re)build RUN_DIR/report.html")
     r.add_argument("run_dir")
+    b = sub.add_parser("bench", help="speed of each stage inside Beam vs the raw library")
+    b.add_argument("--quick", action="store_true", help="tiny sizes (CI): no speed claims")
+    b.add_argument("--out", default="bench.json")
     d = sub.add_parser("demo")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--force", action="append", default=[], metavar="STAGE")
@@ -176,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from winnow.pipelines.report import build_report
             print(build_report(args.run_dir))
+            return 0
+        if args.command == "bench":
+            from winnow.pipelines.bench import run_bench
+            print(f"{'stage':<40} {'items':>9} {'items/s':>12} {'baseline/s':>12} "
+                  f"{'ratio':>6} {'RSS MiB':>8}")
+            run_bench(args.quick, Path(args.out))
             return 0
         if args.command == "demo":
             demo(args.out, set(args.force), args.quiet)

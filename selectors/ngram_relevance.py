@@ -129,3 +129,20 @@ class RelevanceTable:
 
     def scores(self, text: str) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.logits(text)))
+
+    def logits_batch(self, texts: list[str]) -> np.ndarray:
+        """Logits of many texts, shape (len(texts), intents): one sparse product."""
+        from scipy import sparse
+
+        index = self.index
+        rows: list[int] = []
+        cols: list[int] = []
+        for r, text in enumerate(texts):
+            for g in ngrams(text):
+                j = index.get(g)
+                if j is not None:
+                    rows.append(r)
+                    cols.append(j)
+        x = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)),
+                              shape=(len(texts), self.w.shape[0]))
+        return self.bias + x @ self.w

@@ -51,3 +51,18 @@ def reference_run(demo_data, tmp_path_factory):
     return out
 
 
+
+
+def lm_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    """The demo LM config on the generated data, with a small NMT budget for tests."""
+    cfg = REPO / "configs" / "demo-lm.yaml"
+    sets = [f"output_dir={out}",
+            f"target_seed={{path: {data / 'de_seed.jsonl'}, format: massive}}",
+            f"source_in_domain={{path: {data / 'en_source.jsonl'}, format: massive}}",
+            f"bitext={{path: {data / 'bitext.tsv'}, format: bitext}}",
+            f"eval.test_path={data / 'de_test.jsonl'}",
+            "nmt.max_updates=60", "nmt.finetune_updates=20", "self_training.subset=40", *extra]
+    args = [sys.executable, "-m", "winnow.pipelines.cli", "run", str(cfg), "--quiet"]
+    for s in sets:
+        args += ["--set", s]
+    return args + ["--direct_num_workers=1"]
