@@ -331,12 +331,14 @@ class IntentRun:
         cands = {c["id"]: c for cs in self._candidates().values() for c in cs}
         div = read_jsonl(self.out / "diversity" / "diversity_order.jsonl")
         rows = [{**to_dict(r), "origin": "seed", "stage": "seed", "scores": {}} for r in seeds]
+        domain_of = {r.intent: r.domain for r in seeds}
         picked = [(r, cands[r["id"]]) for r in div if r["id"] in cands]
         tagged = tagger.tag([c["text"] for _, c in picked])
         for (r, c), annotated in zip(picked, tagged):
             _, slots = parse_annotation(annotated)
             rows.append({"id": c["id"], "text": c["text"], "locale": c.get("locale", ""),
-                         "domain": "", "intent": r["intent"], "annotated": annotated,
+                         "domain": domain_of.get(r["intent"], ""), "intent": r["intent"],
+                         "annotated": annotated,
                          "slots": [{"type": s.type, "value": s.value} for s in slots],
                          "source": c.get("source", ""), "partition": "",
                          "origin": "self-labeled", "stage": "diversity",

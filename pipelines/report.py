@@ -51,14 +51,14 @@ def _funnel(name: str, stats: dict[str, Any]) -> str:
 
 
 def _histogram(title: str, kept: list[float], dropped: list[float], threshold: float | None,
-               xlabel: str) -> str:
+               xlabel: str, threshold_label: str = "threshold") -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3))
     bins = 40
     ax.hist([dropped, kept], bins=bins, stacked=True, label=["dropped", "kept"],
-            color=["#bbb", "#4a4"])
+            color=["#bbb", "#4a4"], log=len(dropped) > 20 * max(len(kept), 1))
     if threshold is not None:
-        ax.axvline(threshold, color="#c44", linestyle="--", label=f"threshold {threshold:.3g}")
+        ax.axvline(threshold, color="#c44", linestyle="--", label=f"{threshold_label} {threshold:.3g}")
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.legend()
@@ -93,7 +93,8 @@ def _intent_sections(run: Path) -> list[str]:
         kept, dropped = _scored(rows)
         cut = min(kept) if kept else None
         parts.append("<h2>Relevance scores</h2>" + _histogram(
-            "pool relevance (best new intent)", kept, dropped, cut, "relevance probability"))
+            "pool relevance (best new intent)", kept, dropped, cut, "relevance probability",
+            "lowest kept score"))
         parts.append("<h3>Examples: kept</h3>" + _examples(rows, True, "text"))
         parts.append("<h3>Examples: dropped</h3>" + _examples(rows, False, "text"))
     curves = run / "curves" / "curves.json"
@@ -143,7 +144,8 @@ def _lm_sections(run: Path, metrics: dict[str, Any]) -> list[str]:
     if rows:
         kept, dropped = _scored(rows)
         parts.append("<h2>Embedding distance to the in-domain centroid</h2>" + _histogram(
-            "bitext target side", kept, dropped, max(kept) if kept else None, "cosine distance"))
+            "bitext target side", kept, dropped, max(kept) if kept else None, "cosine distance",
+            "largest kept distance"))
         parts.append("<h3>Examples: kept</h3>" + _examples(rows, True, "tgt"))
         parts.append("<h3>Examples: dropped</h3>" + _examples(
             [r for r in rows if r["_decision"]["score"] is not None] or rows, False, "tgt"))
