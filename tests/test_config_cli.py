@@ -73,6 +73,7 @@ def test_cli_validate_ok(tmp_path):
 
 
 def test_shipped_configs_are_valid():
-    for name in ("demo-intent", "demo-lm", "massive-intent", "massive-de", "snips-hi"):
+    for name in ("demo-intent", "demo-lm", "massive-intent", "massive-de", "snips-hi",
+                 "dataflow-massive-intent"):
         cfg = load_config(REPO / "configs" / f"{name}.yaml", check_files=False)
         assert cfg.output_dir
