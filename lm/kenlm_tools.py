@@ -74,7 +74,8 @@ def build_binary(arpa_path: str | Path, binary_path: str | Path) -> Path:
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if proc.returncode != 0:
         tmp_out.unlink(missing_ok=True)
-        raise RuntimeError(f"build_binary failed on {arpa_path}:\n{proc.stderr.decode(errors='replace')[-2000:]}")
+        detail = proc.stderr.decode(errors="replace")[-2000:]
+        raise RuntimeError(f"build_binary failed on {arpa_path}:\n{detail}")
     os.replace(tmp_out, binary_path)
     return binary_path
 

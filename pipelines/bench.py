@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import apache_beam as beam
-import numpy as np
 
 from winnow.pipelines.beam_io import pipeline_options
 from winnow.pipelines.config import BeamSettings

@@ -184,7 +184,8 @@ class LmConfig(Strict):
     bitext: InputFile
     parallel_dev: InputFile | None = Field(None, description="source-language file parallel to "
                                            "target_seed by id, for chrF/BLEU on the tuning split")
-    bitext_filter: BitextFilterSettings = Field(default_factory=lambda: BitextFilterSettings(keep_nearest=20000))
+    bitext_filter: BitextFilterSettings = Field(
+        default_factory=lambda: BitextFilterSettings(keep_nearest=20000))
     nmt: NmtConfig = Field(default_factory=NmtConfig)
     self_training: LmSelfTrainingSettings = Field(default_factory=LmSelfTrainingSettings)
     rescoring: RescoringSettings = Field(default_factory=RescoringSettings)

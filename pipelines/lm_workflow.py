@@ -244,11 +244,12 @@ class LmRun:
             rd.mkdir()
             kept: list[str] = []
             if row.nmt is not None:
+                nbest = str(self.out / f"nbest_{row.nmt}" / "nbest.jsonl")
+                w = weight if row.rescore else None
+                t = threshold if row.lm_filter else None
                 counts = run_pipeline(
-                    lambda p: build_translation_filter(
-                        p, str(self.out / f"nbest_{row.nmt}" / "nbest.jsonl"), lm_path,
-                        weight if row.rescore else None, threshold if row.lm_filter else None,
-                        str(rd)),
+                    lambda p, nbest=nbest, w=w, t=t, rd=rd: build_translation_filter(
+                        p, nbest, lm_path, w, t, str(rd)),
                     pipeline_options(cfg.beam, self.beam_args))
                 acc = check_accounting("translations", counts)
                 decided = sorted(read_jsonl_shards(rd, "kept") + read_jsonl_shards(rd, "dropped"),

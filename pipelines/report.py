@@ -79,10 +79,8 @@ def _examples(rows: list[dict[str, Any]], kept: bool, text_key: str) -> str:
 
 
 def _scored(rows: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
-    k = [r["_decision"]["score"] for r in rows if r["_decision"]["kept"] and r["_decision"]["score"] is not None]
-    d = [r["_decision"]["score"] for r in rows if not r["_decision"]["kept"]
-         and r["_decision"]["score"] is not None]
-    return k, d
+    scored = [r["_decision"] for r in rows if r["_decision"]["score"] is not None]
+    return ([d["score"] for d in scored if d["kept"]], [d["score"] for d in scored if not d["kept"]])
 
 
 def _intent_sections(run: Path) -> list[str]:
@@ -196,8 +194,10 @@ def build_report(run_dir: str | Path) -> Path:
             parts.append(f"<h2>Funnel: {name}</h2>" + _funnel(name, rec))
     is_lm = "bitext" in summary
     parts += _lm_sections(run, metrics) if is_lm else _intent_sections(run)
-    mrows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(round(v, 4) if isinstance(v, float) else v))}</td></tr>"
-                    for k, v in metrics.items() if not isinstance(v, dict))
+    mrows = "".join(
+        f"<tr><td>{html.escape(k)}</td>"
+        f"<td>{html.escape(str(round(v, 4) if isinstance(v, float) else v))}</td></tr>"
+        for k, v in metrics.items() if not isinstance(v, dict))
     parts.append(f"<h2>Metrics</h2><table>{mrows}</table>")
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
              "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"

@@ -3,9 +3,7 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
-import pytest
 
 from conftest import REPO, intent_cmd
 
