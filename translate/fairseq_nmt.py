@@ -133,7 +133,7 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
             "--warmup-updates", str(s.warmup_updates), "--criterion",
             "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
             "--max-tokens", str(s.max_tokens), "--max-update", str(updates or s.max_updates),
-            "--stop-time-hours", f"{s.max_minutes / 60:.4f}", "--save-dir", str(save_dir),
+            "--save-dir", str(save_dir),
             "--seed", str(s.seed), "--cpu", "--no-epoch-checkpoints", "--no-progress-bar",
             # small corpora make epochs of a few updates: validate and save by updates
             "--save-interval", "1000000", "--validate-interval", "1000000",
@@ -142,8 +142,12 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
             "--log-format", "simple", "--log-interval", "50", "--num-workers", "0",
             "--skip-invalid-size-inputs-valid-test", *s.extra_train_args]
     if restore is not None:
+        # fairseq's --stop-time-hours counts the restored checkpoint's cumulative training
+        # time, which would end a fine-tune at once: a fine-tune is bounded by updates only
         args += ["--restore-file", str(restore), "--reset-optimizer", "--reset-lr-scheduler",
                  "--reset-dataloader", "--reset-meters"]
+    else:
+        args += ["--stop-time-hours", f"{s.max_minutes / 60:.4f}"]
     _run("fairseq_cli.train", args, log, total=updates or s.max_updates)
     best = save_dir / "checkpoint_best.pt"
     return best if best.exists() else save_dir / "checkpoint_last.pt"
