@@ -82,8 +82,10 @@ def build_bitext_filter(p: beam.Pipeline, bitext: InputFile, s: BitextFilterSett
     dsplit = deduped | "SplitDupes" >> beam.Partition(
         lambda x, _n: 1 if isinstance(x, Decision) else 0, 2)
     scored = (dsplit[0]
+              # a fixed batch size: adaptive batching follows timings, and batch composition
+              # changes float rounding, so outputs would differ from run to run
               | "Batch" >> beam.BatchElements(min_batch_size=s.batch_size,
-                                              max_batch_size=s.batch_size * 4)
+                                              max_batch_size=s.batch_size)
               | "Embed" >> beam.ParDo(EmbedDistance(s.model, centroid.tolist(), s.batch_size)))
     if s.keep_nearest is not None:
         cutoff = (scored | "Key" >> beam.Map(lambda t: (t[0], t[1]))
