@@ -136,11 +136,9 @@ def extract_partition(src: str, dst: str, partition: str) -> int:
 
 def split_by_id(src: str, dst: str, fraction: float, header: bool, seed: str) -> int:
     """Lines whose id hashes below ``fraction``; the same slice every time."""
-    import hashlib
     import os
 
-    def frac(key: str) -> float:
-        return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") / 2**64
+    from winnow.pipelines.readers import stable_fraction
 
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     n = 0
@@ -152,7 +150,7 @@ def split_by_id(src: str, dst: str, fraction: float, header: bool, seed: str) ->
             if not line.strip():
                 continue
             key = str(json.loads(line)["id"]) if src.endswith(".jsonl") else line.split("\t")[0]
-            if frac(key) < fraction:
+            if stable_fraction(key, seed) < fraction:
                 fout.write(line)
                 n += 1
     os.replace(dst + ".tmp", dst)

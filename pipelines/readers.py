@@ -238,7 +238,7 @@ def split_records(records: Iterator[Record]) -> tuple[list, list[Rejected]]:
     return good, bad
 
 
-def stable_fraction(key: str, seed: int) -> float:
+def stable_fraction(key: str, seed: int | str) -> float:
     """A reproducible pseudo-random number in [0, 1) for an id (samples and splits by id)."""
     h = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(h[:8], "big") / 2 ** 64

@@ -78,7 +78,8 @@ def generate_pairs(examples: list[Example], n_pairs: int, positive_fraction: flo
         t1, t2 = rng.sample(templates[k], 2)
         pairs.append((_fill(t1, values, rng), _fill(t2, values, rng), 1))
     while len(pairs) < n_pairs:
-        t1, k1 = rng.choice(all_items)
+        i = rng.randrange(len(all_items))  # same draw as rng.choice, and keeps the index
+        t1, k1 = all_items[i]
         types = _PLACEHOLDER.findall(t1)
         if types and rng.random() < 0.5:  # same structure, different slot set
             old = rng.choice(types)
@@ -87,7 +88,7 @@ def generate_pairs(examples: list[Example], n_pairs: int, positive_fraction: flo
                 continue
             t2 = t1.replace(f"[{old}]", f"[{new}]", 1)
         else:  # most similar wording from another class
-            t2 = next((all_items[j][0] for j in index.nearest(all_items.index((t1, k1)), rng)
+            t2 = next((all_items[j][0] for j in index.nearest(i, rng)
                        if all_items[j][1] != k1), None)
             if t2 is None:
                 continue
