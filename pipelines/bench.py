@@ -1,6 +1,7 @@
 """``winnow bench``: each stage measured inside Beam against the raw library, in one run.
 
-Columns: stage, items, items/s, baseline items/s, ratio, target, peak RSS (MiB).  Pools
+Columns: stage, items, items/s, baseline items/s, ratio, target, peak RSS (MiB); the
+memory row's ratio is of peak RSS, the diversity row's "ratio" its seconds.  Pools
 are synthetic utterances written to text files; Beam reads them in batches of lines
 (byte-range splits of the files), so the figures are about the scoring, not about
 per-element overhead.  Pipeline rows run in a fresh subprocess each, so their peak RSS
@@ -32,8 +33,12 @@ WORDS = ("set an alarm for seven am wake me up tomorrow play some jazz music wha
 SPLIT_BYTES = 4 << 20  # byte range per Beam element when reading a pool file
 LINES_PER_BATCH = 4096
 TOP_K = 400
-FULL = {"ngram": 1_000_000, "memory": (1_000_000, 10_000_000), "embed": 8192, "kenlm": 1_000_000}
-QUICK = {"ngram": 20_000, "memory": (10_000, 100_000), "embed": 512, "kenlm": 20_000}
+FULL = {"ngram": 1_000_000, "memory": (1_000_000, 10_000_000), "embed": 8192, "kenlm": 1_000_000,
+        "diversity": (100_000, 5_000, 20)}
+QUICK = {"ngram": 20_000, "memory": (10_000, 100_000), "embed": 512, "kenlm": 20_000,
+         "diversity": (5_000, 500, 5)}
+DIVERSITY_BATCH = 50
+DIVERSITY_DIM = 384 + 64  # sentence embedding + slot-type indicators
 
 
 def synthetic_utterances(n: int, seed: int = 0) -> list[str]:
@@ -265,9 +270,30 @@ def bench_kenlm(n: int, work: Path) -> list[dict[str, Any]]:
              "target": ">= 0.4", "peak_rss_mib": _peak_rss_mib()}]
 
 
+def bench_diversity(candidates: int, annotated: int, rounds: int) -> list[dict[str, Any]]:
+    """The diversity selector at scale (Cho et al. step 4): candidates x annotated, rounds."""
+    from winnow.selectors.diversity import diversity_order
+    from winnow.selectors.paraphrase import ParaphraseDetector
+
+    rng = np.random.default_rng(0)
+
+    def unit(n: int) -> np.ndarray:
+        x = rng.standard_normal((n, DIVERSITY_DIM)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+    det = ParaphraseDetector(d=rng.standard_normal(DIVERSITY_DIM).astype(np.float32),
+                             s=rng.standard_normal(DIVERSITY_DIM).astype(np.float32) * 0.1, b=-1.0)
+    cand, ann = unit(candidates), unit(annotated)
+    seconds = _timed(lambda: diversity_order(det, cand, ann, DIVERSITY_BATCH, rounds))
+    return [{"stage": f"diversity selector ({annotated:,} annotated, {rounds} rounds)",
+             "items": candidates, "items_per_s": candidates / seconds, "baseline": "-",
+             "baseline_items_per_s": None, "ratio": seconds, "target": "<= 600 (s)",
+             "peak_rss_mib": _peak_rss_mib(), "note": f"{seconds:.1f} s"}]
+
+
 def _print_row(row: dict[str, Any]) -> None:
+    base = row["baseline_items_per_s"]
     print(f"{row['stage']:<46} {row['items']:>10,} {row['items_per_s']:>11,.0f} "
-          f"{row['baseline_items_per_s']:>11,.0f} {row['ratio']:>6.2f} {row['target']:>18} "
+          f"{'-' if base is None else f'{base:,.0f}':>11} {row['ratio']:>6.2f} {row['target']:>18} "
           f"{row['peak_rss_mib']:>8.0f}  {row.get('note', '')}", flush=True)
 
 
@@ -280,9 +306,11 @@ def run_bench(quick: bool, out: Path) -> list[dict[str, Any]]:
         work = Path(tmp)
         for fn in (lambda: bench_pool(sizes["ngram"], sizes["memory"], work),
                    lambda: bench_embedding(sizes["embed"]),
-                   lambda: bench_kenlm(sizes["kenlm"], work)):
+                   lambda: bench_kenlm(sizes["kenlm"], work),
+                   lambda: bench_diversity(*sizes["diversity"])):
             for row in fn():
-                row.setdefault("ratio", row["items_per_s"] / row["baseline_items_per_s"])
+                if "ratio" not in row:
+                    row["ratio"] = row["items_per_s"] / row["baseline_items_per_s"]
                 rows.append(row)
                 _print_row(row)
     out.write_text(json.dumps({"quick": quick, "rows": rows}, indent=1))

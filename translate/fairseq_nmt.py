@@ -49,6 +49,7 @@ def _env() -> dict[str, str]:
     # checkpoints (argparse Namespaces inside) do not survive.
     env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
     env.setdefault("OMP_NUM_THREADS", "2")
+    env["PYTHONUNBUFFERED"] = "1"  # log lines (and the progress bar) as they happen
     return env
 
 

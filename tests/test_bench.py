@@ -1,0 +1,23 @@
+"""`winnow bench --quick` runs every row end to end (real Beam, sklearn, MiniLM fp32 and
+int8, KenLM, the diversity selector) and writes bench.json; it claims nothing about speed."""
+import json
+import math
+
+from winnow.pipelines.bench import run_bench
+
+
+def test_quick_bench_runs_every_row(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WINNOW_CACHE", str(tmp_path / "cache"))
+    rows = run_bench(quick=True, out=tmp_path / "bench.json")
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["quick"] is True and saved["rows"] == rows
+    stages = [r["stage"] for r in rows]
+    for part in ("n-gram relevance + top-k (Beam, 1 worker)", "(Beam, 2 workers)", "pool scoring memory",
+                 "MiniLM fp32", "MiniLM int8", "KenLM", "diversity selector"):
+        assert any(part in s for s in stages), part
+    for r in rows:
+        assert r["items"] > 0 and r["items_per_s"] > 0 and math.isfinite(r["ratio"]) and r["target"]
+        assert r["peak_rss_mib"] > 0
+    int8 = next(r for r in rows if "int8" in r["stage"])
+    assert "cosine to fp32" in int8["note"]
+    assert "diversity selector" in capsys.readouterr().out  # the printed table
