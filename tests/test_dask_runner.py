@@ -1,6 +1,7 @@
 """The pool-scoring, bitext-filter and LM-filter pipelines give the same records (order
 aside) and the same counters on a real Dask cluster (scheduler + 2 worker processes on
-127.0.0.1, started and stopped by pid) as on the DirectRunner."""
+127.0.0.1, started and stopped by pid) and on the DirectRunner with 2 worker processes
+(multi_processing: DoFns pickled, models loaded in setup) as on the DirectRunner."""
 from __future__ import annotations
 
 import json
@@ -23,16 +24,22 @@ def dask_address(tmp_path_factory):
     dask_cluster.stop(state)
 
 
+RUNNERS = {"direct": ("DirectRunner", ["--direct_num_workers=1"]),
+           "multi_processing": ("DirectRunner", ["--direct_num_workers=2",
+                                                 "--direct_running_mode=multi_processing"]),
+           "dask": ("DaskRunner", ["--dask_partition_size=3"])}
+
+
 def _run_both(build, stage: str, tmp_path, address: str) -> dict[str, tuple[dict, dict]]:
-    """{runner: (accounting, {output: records})} for DirectRunner and DaskRunner."""
+    """{runner: (accounting, {output: records})} for every entry of RUNNERS."""
     out = {}
-    for runner, extra in (("DirectRunner", ["--direct_num_workers=1"]),
-                          ("DaskRunner", [f"--dask_client_address={address}",
-                                          "--dask_partition_size=3"])):
-        d = tmp_path / runner
+    for name, (runner, extra) in RUNNERS.items():
+        if runner == "DaskRunner":
+            extra = [*extra, f"--dask_client_address={address}"]
+        d = tmp_path / name
         counts = run_pipeline(lambda p, d=d: build(p, str(d)),
                               pipeline_options(BeamSettings(runner=runner), extra))
-        out[runner] = (check_accounting(stage, counts),
+        out[name] = (check_accounting(stage, counts),
                        {name: read_jsonl_shards(d, name) for name in OUTPUTS})
     return out
 
@@ -51,10 +58,13 @@ def _canonical(rows: list[dict]) -> list[str]:
 
 
 def _assert_same(results: dict, expect_counts: dict) -> None:
-    (acc_d, rows_d), (acc_k, rows_k) = results["DirectRunner"], results["DaskRunner"]
-    assert acc_d == acc_k == expect_counts
-    for name in OUTPUTS:
-        assert _canonical(rows_d[name]) == _canonical(rows_k[name]), name
+    acc_d, rows_d = results["direct"]
+    assert acc_d == expect_counts
+    for runner in RUNNERS:
+        acc, rows = results[runner]
+        assert acc == acc_d, runner
+        for name in OUTPUTS:
+            assert _canonical(rows[name]) == _canonical(rows_d[name]), (runner, name)
 
 
 def test_pool_scoring_same_on_dask(tmp_path, dask_address):
@@ -123,6 +133,6 @@ def test_lm_filter_same_on_dask(tmp_path, dask_address):
     results = _run_both(
         lambda p, d: build_translation_filter(p, str(nb), str(binary), 1.0, thr, d),
         "translations", tmp_path, dask_address)
-    acc = results["DirectRunner"][0]
+    acc = results["direct"][0]
     assert acc["read"] == 6 and acc["kept"] >= 1 and acc["dropped"] >= 2  # empty, junk
     _assert_same(results, acc)
