@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from winnow.lm.evaluation import evaluate, seed_vocabulary
+from winnow.lm.evaluation import (evaluate, evaluate_interpolated, seed_vocabulary,
+                                  tune_interpolation)
 from winnow.lm.kenlm_tools import train_lm
 from winnow.lm.rescoring import Hypothesis
 from winnow.lm.scoring import LanguageModel, percentile_threshold
@@ -269,7 +270,26 @@ class LmRun:
             metrics[f"{name}.sentences"] = len(seed) + len(kept)
             self.st.log(f"rows: {name}: perplexity {ev.perplexity:.2f}, OOV {ev.oov_rate:.4f}, "
                         f"{len(seed) + len(kept)} sentences")
+            if name == "all" and kept:
+                metrics.update(self._interpolated(kept, test, vocab, rd))
         return metrics
+
+    def _interpolated(self, kept: list[str], test: list[str], vocab: set[str],
+                      d: Path) -> dict[str, Any]:
+        """The 'all' row's translations as their own LM, linearly interpolated with the seed
+        LM; the seed weight is tuned on the tuning split, then the test file is scored."""
+        seed_lm = LanguageModel(self.out / "seed_lm" / "seed.binary")
+        _, binary = train_lm(kept, d, "translations", order=self.cfg.final_lm.order,
+                             memory=self.cfg.final_lm.memory)
+        trans_lm = LanguageModel(binary)
+        weight, grid = tune_interpolation(seed_lm, trans_lm, self._texts("tuning.jsonl"), vocab)
+        ev = evaluate_interpolated(seed_lm, trans_lm, weight, test, vocab)
+        self.st.log(f"rows: all_interpolated: seed weight {weight} (tuning perplexity "
+                    f"{grid[weight]:.2f}) -> perplexity {ev.perplexity:.2f}, OOV {ev.oov_rate:.4f}")
+        return {"all_interpolated.perplexity": ev.perplexity,
+                "all_interpolated.oov_rate": ev.oov_rate,
+                "all_interpolated.seed_weight": weight,
+                "all_interpolated.tuning_grid": {str(w): round(p, 3) for w, p in grid.items()}}
 
     def nmt_quality(self, d: Path) -> dict[str, Any]:
         import sacrebleu
@@ -344,6 +364,10 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
     if "all.perplexity" in metrics and "seed_only.perplexity" in metrics:
         metrics["all.relative_perplexity_reduction"] = (
             (metrics["seed_only.perplexity"] - metrics["all.perplexity"])
+            / metrics["seed_only.perplexity"])
+    if "all_interpolated.perplexity" in metrics and "seed_only.perplexity" in metrics:
+        metrics["all_interpolated.relative_perplexity_reduction"] = (
+            (metrics["seed_only.perplexity"] - metrics["all_interpolated.perplexity"])
             / metrics["seed_only.perplexity"])
     q = st.records["nmt_quality"]["stats"]
     if "all.chrf" in q:

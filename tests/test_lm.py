@@ -91,3 +91,22 @@ def test_translation_filter_pipeline_accounting(seed_lm, tmp_path):
     assert kept[0]["tgt"] == "stelle einen wecker für sieben uhr" and kept[0]["_decision"]["nbest_rank"] == 1
     reasons = sorted(r["_decision"]["rule"] for r in read_jsonl_shards(tmp_path, "dropped"))
     assert reasons == ["empty_translation", "lm_improbable"]
+
+
+def test_interpolation_weight_one_is_the_seed_lm_and_tuning_picks_the_better_mix(seed_lm, tmp_path):
+    from winnow.lm.evaluation import (evaluate, evaluate_interpolated, seed_vocabulary,
+                                      tune_interpolation)
+
+    other_text = ["stelle einen wecker für acht uhr", "wie wird das wetter heute",
+                  "datei konnte nicht geöffnet werden", "ungültiger benutzername"] * 3
+    _, binary = train_lm(other_text, tmp_path, "other", order=3)
+    other = LanguageModel(binary)
+    vocab = seed_vocabulary(SEED)
+    test = ["stelle einen wecker für acht uhr", "wie wird das wetter heute abend"]
+    alone = evaluate(seed_lm, test, vocab)
+    same = evaluate_interpolated(seed_lm, other, 1.0, test, vocab)
+    assert abs(same.perplexity - alone.perplexity) < 1e-6 * alone.perplexity
+    # "acht" and "heute" are unknown to the seed LM but known to the other one
+    assert evaluate_interpolated(seed_lm, other, 0.5, test, vocab).oov_rate < alone.oov_rate
+    weight, grid = tune_interpolation(seed_lm, other, test, vocab)
+    assert grid[weight] == min(grid.values()) and grid[weight] < alone.perplexity
