@@ -83,6 +83,9 @@ class ParaphraseSettings(Strict):
 class DiversitySettings(Strict):
     batch_size: int = Field(10, ge=1)
     rounds: int = Field(20, ge=1)
+    confident_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="pick from the most confidently self-labelled "
+        "fraction of an intent's candidates first (1.0: all candidates alike)")
 
 
 class IntentConfig(Strict):

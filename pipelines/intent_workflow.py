@@ -23,7 +23,7 @@ from winnow.pipelines.pool_scoring import build_pool_scoring, norm_key
 from winnow.pipelines.records import Utterance, to_dict, utterance_from_dict
 from winnow.pipelines.stages import StageRunner, write_json
 from winnow.selectors.annotation import parse_annotation
-from winnow.selectors.diversity import diversity_order
+from winnow.selectors.diversity import confidence_tiers, diversity_order
 from winnow.selectors.intent_model import IntentClassifier
 from winnow.selectors.ngram_relevance import NgramRelevanceModel
 from winnow.selectors.paraphrase import (Example, ParaphraseDetector, generate_pairs,
@@ -254,7 +254,9 @@ class IntentRun:
             c_emb = self._pair_vectors([r["text"] for r in cands], tagger, types)
             a_emb = self._pair_vectors([r.text for r in seeds if r.intent == intent], tagger, types)
             order = diversity_order(det, c_emb, a_emb, self.cfg.diversity.batch_size,
-                                    self.cfg.diversity.rounds)
+                                    self.cfg.diversity.rounds,
+                                    confidence_tiers([r["confidence"] for r in cands],
+                                                     self.cfg.diversity.confident_fraction))
             for rank, (i, rnd, prob) in enumerate(order):
                 rows.append({"id": cands[i]["id"], "intent": intent, "rank": rank, "round": rnd,
                              "max_paraphrase_prob": round(prob, 6)})

@@ -26,19 +26,24 @@ def max_logits(det: ParaphraseDetector, cand: np.ndarray, ref: np.ndarray) -> np
 
 
 def diversity_order(det: ParaphraseDetector, cand: np.ndarray, annotated: np.ndarray,
-                    batch_size: int, rounds: int | None = None) -> list[tuple[int, int, float]]:
+                    batch_size: int, rounds: int | None = None,
+                    tiers: np.ndarray | None = None) -> list[tuple[int, int, float]]:
     """Candidate indices in selection order: (index, round, max paraphrase probability).
 
+    ``tiers`` (optional, one small integer per candidate) fills each round from the
+    lowest tier that still has candidates first -- e.g. tier 0 for confidently
+    self-labelled ones, so that "says something new" does not favour what is merely
+    mislabelled.
     Ties break on the lower index, so the order is deterministic.
     """
     best = max_logits(det, cand, annotated)
     alive = np.ones(len(cand), dtype=bool)
+    tier = np.zeros(len(cand), dtype=np.int64) if tiers is None else np.asarray(tiers)
     order: list[tuple[int, int, float]] = []
     r = 0
     while alive.any() and (rounds is None or r < rounds):
         idx = np.flatnonzero(alive)
-        scores = best[idx]
-        take = idx[np.lexsort((idx, scores))[:batch_size]]
+        take = idx[np.lexsort((idx, best[idx], tier[idx]))[:batch_size]]
         for i in take:
             z = float(best[i])
             order.append((int(i), r, 1.0 / (1.0 + np.exp(-z)) if np.isfinite(z) else 0.0))
@@ -48,3 +53,12 @@ def diversity_order(det: ParaphraseDetector, cand: np.ndarray, annotated: np.nda
             best[rest] = np.maximum(best[rest], max_logits(det, cand[rest], cand[take]))
         r += 1
     return order
+
+
+def confidence_tiers(confidence: list[float], confident_fraction: float) -> np.ndarray:
+    """Tier 0 for the ``confident_fraction`` most confident candidates, 1 for the rest."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    n_first = int(np.ceil(confident_fraction * len(conf)))
+    tiers = np.ones(len(conf), dtype=np.int64)
+    tiers[np.lexsort((np.arange(len(conf)), -conf))[:n_first]] = 0
+    return tiers

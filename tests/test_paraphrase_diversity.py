@@ -57,3 +57,20 @@ def test_diversity_picks_least_similar_and_matches_brute_force():
     assert [i for i, _, _ in order] == expect
     first = order[0][0]
     assert cand[first] @ annotated[0] == min(cand @ annotated[0])
+
+
+def test_confident_tier_is_exhausted_before_the_rest():
+    from winnow.selectors.diversity import confidence_tiers
+
+    rng = np.random.default_rng(2)
+    det = ParaphraseDetector(d=np.full(6, 5.0, np.float32), s=np.zeros(6, np.float32), b=-2.0)
+    cand = rng.normal(size=(20, 6)).astype(np.float32)
+    cand /= np.linalg.norm(cand, axis=1, keepdims=True)
+    conf = rng.uniform(size=20).tolist()
+    tiers = confidence_tiers(conf, 0.3)
+    assert tiers.sum() == 14 and set(np.flatnonzero(tiers == 0)) == set(np.argsort(conf)[-6:])
+    order = diversity_order(det, cand, np.eye(6, dtype=np.float32)[:1], batch_size=4, rounds=5,
+                            tiers=tiers)
+    picked = [i for i, _, _ in order]
+    assert set(picked[:6]) == set(np.flatnonzero(tiers == 0)) and len(set(picked)) == 20
+    assert (confidence_tiers(conf, 1.0) == 0).all()
