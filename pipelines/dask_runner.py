@@ -41,7 +41,7 @@ from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, 
 from apache_beam.runners.dask.dask_runner import DaskOptions
 from apache_beam.runners.dask.dask_runner import DaskRunner as _BeamDaskRunner
 from apache_beam.runners.dask.overrides import _GroupByKeyOnly, _Read, dask_overrides
-from apache_beam.runners.dask.transform_evaluator import (TRANSLATIONS, NoOp, OneReceiver,
+from apache_beam.runners.dask.transform_evaluator import (TRANSLATIONS, Flatten, NoOp, OneReceiver,
                                                           get_windowed_value)
 from apache_beam.runners.direct.direct_metrics import DirectMetrics
 from apache_beam.runners.runner import PipelineResult, PipelineState
@@ -107,14 +107,11 @@ def _group(kv):
     return key, [wv for _, wv in items]
 
 
-def _select(items, tag: str | None):
+def _select(items, tag: str | None) -> list[Any]:
     """The elements of one output of a ParDo (main: untagged; else TaggedOutput(tag))."""
-    for item in items:
-        if isinstance(item, beam.pvalue.TaggedOutput):
-            if item.tag == tag:
-                yield item.value
-        elif tag is None:
-            yield item
+    if tag is None:
+        return [x for x in items if not isinstance(x, beam.pvalue.TaggedOutput)]
+    return [x.value for x in items if isinstance(x, beam.pvalue.TaggedOutput) and x.tag == tag]
 
 
 class _Builder(PipelineVisitor):
@@ -131,7 +128,7 @@ class _Builder(PipelineVisitor):
         self.consumed.add(producer)
         bag = self.raw[producer]
         if producer in self.pardos:
-            bag = bag.map_partitions(lambda items, tag=pcoll.tag: list(_select(items, tag)))
+            bag = bag.map_partitions(_select, pcoll.tag)
         return bag
 
     def _persist_all(self) -> None:
@@ -181,7 +178,7 @@ class _Builder(PipelineVisitor):
         op = TRANSLATIONS.get(transform.__class__, NoOp)(node, bag_kwargs=self.bag_kwargs)
         if not inputs:
             self.raw[node] = op.apply(input_bag=None)
-        elif op.__class__.__name__ == "Flatten":
+        elif isinstance(op, Flatten):
             self.raw[node] = op.apply(input_bag=inputs)
         else:
             self.raw[node] = op.apply(input_bag=inputs[0])
