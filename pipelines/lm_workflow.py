@@ -270,13 +270,13 @@ class LmRun:
             metrics[f"{name}.sentences"] = len(seed) + len(kept)
             self.st.log(f"rows: {name}: perplexity {ev.perplexity:.2f}, OOV {ev.oov_rate:.4f}, "
                         f"{len(seed) + len(kept)} sentences")
-            if name == "all" and kept:
-                metrics.update(self._interpolated(kept, test, vocab, rd))
+            if kept:
+                metrics.update(self._interpolated(name, kept, test, vocab, rd))
         return metrics
 
-    def _interpolated(self, kept: list[str], test: list[str], vocab: set[str],
+    def _interpolated(self, row: str, kept: list[str], test: list[str], vocab: set[str],
                       d: Path) -> dict[str, Any]:
-        """The 'all' row's translations as their own LM, linearly interpolated with the seed
+        """A row's kept translations as their own LM, linearly interpolated with the seed
         LM; the seed weight is tuned on the tuning split, then the test file is scored."""
         seed_lm = LanguageModel(self.out / "seed_lm" / "seed.binary")
         _, binary = train_lm(kept, d, "translations", order=self.cfg.final_lm.order,
@@ -284,12 +284,12 @@ class LmRun:
         trans_lm = LanguageModel(binary)
         weight, grid = tune_interpolation(seed_lm, trans_lm, self._texts("tuning.jsonl"), vocab)
         ev = evaluate_interpolated(seed_lm, trans_lm, weight, test, vocab)
-        self.st.log(f"rows: all_interpolated: seed weight {weight} (tuning perplexity "
+        self.st.log(f"rows: {row} interpolated: seed weight {weight} (tuning perplexity "
                     f"{grid[weight]:.2f}) -> perplexity {ev.perplexity:.2f}, OOV {ev.oov_rate:.4f}")
-        return {"all_interpolated.perplexity": ev.perplexity,
-                "all_interpolated.oov_rate": ev.oov_rate,
-                "all_interpolated.seed_weight": weight,
-                "all_interpolated.tuning_grid": {str(w): round(p, 3) for w, p in grid.items()}}
+        key = f"interpolated.{row}"
+        return {f"{key}.perplexity": ev.perplexity, f"{key}.oov_rate": ev.oov_rate,
+                f"{key}.seed_weight": weight,
+                f"{key}.tuning_grid": {str(w): round(p, 3) for w, p in grid.items()}}
 
     def nmt_quality(self, d: Path) -> dict[str, Any]:
         import sacrebleu
@@ -365,9 +365,9 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
         metrics["all.relative_perplexity_reduction"] = (
             (metrics["seed_only.perplexity"] - metrics["all.perplexity"])
             / metrics["seed_only.perplexity"])
-    if "all_interpolated.perplexity" in metrics and "seed_only.perplexity" in metrics:
-        metrics["all_interpolated.relative_perplexity_reduction"] = (
-            (metrics["seed_only.perplexity"] - metrics["all_interpolated.perplexity"])
+    if "interpolated.all.perplexity" in metrics and "seed_only.perplexity" in metrics:
+        metrics["interpolated.all.relative_perplexity_reduction"] = (
+            (metrics["seed_only.perplexity"] - metrics["interpolated.all.perplexity"])
             / metrics["seed_only.perplexity"])
     q = st.records["nmt_quality"]["stats"]
     if "all.chrf" in q:

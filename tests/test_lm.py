@@ -110,3 +110,7 @@ def test_interpolation_weight_one_is_the_seed_lm_and_tuning_picks_the_better_mix
     assert evaluate_interpolated(seed_lm, other, 0.5, test, vocab).oov_rate < alone.oov_rate
     weight, grid = tune_interpolation(seed_lm, other, test, vocab)
     assert grid[weight] == min(grid.values()) and grid[weight] < alone.perplexity
+    # a tiny LM that knows none of the scored words cannot win through its <unk> mass
+    _, tiny_bin = train_lm(["völlig fremde wörter"], tmp_path, "tiny", order=3)
+    tiny = evaluate_interpolated(seed_lm, LanguageModel(tiny_bin), 0.5, test, vocab)
+    assert tiny.perplexity > alone.perplexity
