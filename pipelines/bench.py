@@ -99,9 +99,9 @@ class ScoreTopK(beam.DoFn):
         self.models_json, self.k = models_json, k
 
     def setup(self) -> None:
-        from winnow.pipelines.pool_scoring import _models
+        from winnow.pipelines.pool_scoring import models_from_json
         from winnow.selectors.ngram_relevance import RelevanceTable
-        self.table = RelevanceTable(_models(self.models_json))
+        self.table = RelevanceTable(models_from_json(self.models_json))
 
     def process(self, batch: list[str]):
         scores = self.table.scores_batch(batch)

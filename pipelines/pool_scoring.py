@@ -55,7 +55,7 @@ class ScoreRelevance(beam.DoFn):
         self.models_json = models
 
     def setup(self) -> None:
-        self.table = RelevanceTable(_models(self.models_json))
+        self.table = RelevanceTable(models_from_json(self.models_json))
 
     def process(self, batch: list[Utterance]):
         scores = self.table.scores_batch([r.text for r in batch])
@@ -74,7 +74,7 @@ class Select(beam.DoFn):
         self.models_json, self.threshold, self.top_ngrams = models, threshold, top_ngrams
 
     def setup(self) -> None:
-        self.models = {m.label: m for m in _models(self.models_json)}
+        self.models = {m.label: m for m in models_from_json(self.models_json)}
 
     def process(self, item, cutoffs: dict[str, tuple[float, str]] | None = None):
         label, (score, rid, rec) = item
@@ -89,7 +89,7 @@ class Select(beam.DoFn):
         yield Decision(rec, kept, "" if kept else rule, score, details)
 
 
-def _models(models_json: list[dict[str, Any]]) -> list[NgramRelevanceModel]:
+def models_from_json(models_json: list[dict[str, Any]]) -> list[NgramRelevanceModel]:
     return [NgramRelevanceModel(weights=m["weights"], bias=m["bias"], label=m["label"])
             for m in models_json]
 
