@@ -90,6 +90,8 @@ def encode(model, texts: list[str], prompt_name: str | None = None,
 # --- the accelerated path: ONNX Runtime, int8 ---------------------------------------
 
 INT8_SUFFIX = "-int8"
+INT8_RECIPE = "matmul-int8-per-channel/attention-and-first-ffn-out-fp32"  # part of the cache key
+FIRST_FFN_OUT = "layer.0/output/dense/MatMul"
 ONNX_OPSET = 17
 
 
@@ -135,13 +137,27 @@ class Int8OnnxEncoder:
         return out
 
 
+def _kept_fp32(onnx_path: Path) -> list[str]:
+    """MatMuls left in fp32: the attention products (activation x activation: quantising
+    them costs accuracy and gains no speed) and the first layer's FFN down-projection,
+    whose post-GELU input has the widest range.  Measured on MiniLM (1,024 bench
+    utterances): all MatMuls int8 gave cosine to fp32 mean 0.9919 / min 0.960; this
+    recipe 0.9935 / 0.978 at about the same speed."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    return [n.name for n in graph.node if n.op_type == "MatMul"
+            and (n.input[1] not in weights or FIRST_FFN_OUT in n.name)]
+
+
 def _export_int8(ref: str, st) -> Path:
     """Export + quantise once; the cache folder is named by a hash of the source weights."""
     import torch
 
     src = Path(resolve_model(ref))
-    digest = hashlib.sha256(json.dumps(sorted(
-        (str(f.relative_to(src)), f.stat().st_size) for f in src.rglob("*") if f.is_file())
+    digest = hashlib.sha256(json.dumps([INT8_RECIPE, sorted(
+        (str(f.relative_to(src)), f.stat().st_size) for f in src.rglob("*") if f.is_file())]
     ).encode()).hexdigest()[:12]
     out = cache_dir() / f"{Path(ref).name}{INT8_SUFFIX}-{digest}" / "model.onnx"
     if out.exists():
@@ -185,7 +201,7 @@ def _export_int8(ref: str, st) -> Path:
     root.setLevel(logging.ERROR)  # quantize_dynamic logs a generic pre-processing hint
     try:
         quantize_dynamic(str(fp32), str(tmp), per_channel=True, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul"])
+                         op_types_to_quantize=["MatMul"], nodes_to_exclude=_kept_fp32(fp32))
     finally:
         root.setLevel(level)
     fp32.unlink()

@@ -11,8 +11,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from winnow.pipelines.beam_io import check_accounting, pipeline_options, read_jsonl_shards, run_pipeline
 from winnow.pipelines.config import BeamSettings, InputFile
 from winnow.pipelines.pool_scoring import ScoreRelevance, build_pool_scoring
-from winnow.selectors.ngram_relevance import (NgramRelevanceModel, RelevanceTable, fit_sklearn,
-                                              ngrams)
+from winnow.selectors.ngram_relevance import (NgramRelevanceModel, RelevanceTable, _KeyIndex,
+                                              fit_sklearn, ngrams)
 
 POS = ["wake me up at seven", "set an alarm for six am", "alarm at noon please",
        "wake me at five tomorrow"]
@@ -71,6 +71,21 @@ def test_vectorised_batch_scoring_equals_per_utterance_logits():
     np.testing.assert_allclose(table.logits_batch(unicode_probe), expected, atol=1e-9)
     assert table.logits_batch([]).shape == (0, 2)
     np.testing.assert_allclose(table.scores_batch(POS[:1])[0], table.scores(POS[0]), atol=1e-12)
+
+
+def test_key_index_equals_a_dict_for_present_and_absent_keys():
+    """The vectorised hash index behind logits_batch: every stored key maps to its value,
+    every other key to -1, also when keys collide (many keys share a hash slot start)."""
+    rng = np.random.default_rng(0)
+    keys = np.unique(rng.integers(1, 2**62, 5000))
+    values = rng.permutation(len(keys))
+    index = _KeyIndex(keys, values)
+    assert index.max_probe > 1  # collisions happened and were resolved
+    absent = np.setdiff1d(rng.integers(1, 2**62, 5000), keys)
+    probe = rng.permutation(np.concatenate([keys, absent]))
+    truth = dict(zip(keys.tolist(), values.tolist()))
+    assert index.get(probe).tolist() == [truth.get(k, -1) for k in probe.tolist()]
+    assert _KeyIndex(np.zeros(0, np.int64), np.zeros(0, np.int64)).get(keys).tolist() == [-1] * len(keys)
 
 
 def test_relevance_table_agrees_with_models():
