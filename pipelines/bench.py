@@ -167,7 +167,7 @@ def _bench_models(n_pos: int = 200, n_neg: int = 2000) -> list[dict[str, Any]]:
     texts = synthetic_utterances(n_pos * 5 + n_neg, seed=99)
     models = [NgramRelevanceModel.fit(texts[i * n_pos:(i + 1) * n_pos], texts[-n_neg:],
                                       label=f"intent{i}") for i in range(5)]
-    return [{"weights": m.weights, "bias": m.bias, "label": m.label} for m in models]
+    return [m.to_dict() for m in models]
 
 
 def run_score_file(pool: str, models_path: str, workers: int) -> dict[str, Any]:

@@ -90,8 +90,7 @@ class Select(beam.DoFn):
 
 
 def models_from_json(models_json: list[dict[str, Any]]) -> list[NgramRelevanceModel]:
-    return [NgramRelevanceModel(weights=m["weights"], bias=m["bias"], label=m["label"])
-            for m in models_json]
+    return [NgramRelevanceModel.from_dict(m) for m in models_json]
 
 
 def build_pool_scoring(p: beam.Pipeline, pool: list[InputFile], models: list[NgramRelevanceModel],
@@ -106,7 +105,7 @@ def build_pool_scoring(p: beam.Pipeline, pool: list[InputFile], models: list[Ngr
                | "Dedupe" >> beam.FlatMap(dedupe, excl))
     parts = deduped | "SplitDupes" >> beam.Partition(
         lambda x, _n: 1 if isinstance(x, Decision) else 0, 2)
-    model_json = [{"weights": m.weights, "bias": m.bias, "label": m.label} for m in models]
+    model_json = [m.to_dict() for m in models]
     scored = (parts[0]
               | "Batch" >> beam.BatchElements(min_batch_size=SCORE_BATCH, max_batch_size=SCORE_BATCH)
               | "Score" >> beam.ParDo(ScoreRelevance(model_json)))

@@ -97,15 +97,20 @@ class NgramRelevanceModel:
         contrib.sort(key=lambda gw: -gw[1])
         return [(g, round(w, 4)) for g, w in contrib[:k] if w > 0]
 
+    def to_dict(self) -> dict:
+        """Plain JSON-able form: the model file, and what Beam DoFns carry to workers."""
+        return {"label": self.label, "bias": self.bias, "weights": self.weights}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NgramRelevanceModel":
+        return cls(weights=d["weights"], bias=d["bias"], label=d["label"])
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(
-            {"label": self.label, "bias": self.bias, "weights": self.weights},
-            sort_keys=True, ensure_ascii=False))
+        Path(path).write_text(json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | Path) -> "NgramRelevanceModel":
-        d = json.loads(Path(path).read_text())
-        return cls(weights=d["weights"], bias=d["bias"], label=d["label"])
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def fit_sklearn(positives: list[str], negatives: list[str], c: float = DEFAULT_C,
@@ -220,21 +225,22 @@ class RelevanceTable:
             for t in toks:
                 key = key * self.base + self.token_ids[t]
             by_order[len(toks)].append((key, row))
-        # one hash index over every order (a k-gram key is >= base**(k-1) and < base**k,
-        # so orders never collide), and per order which token ids can start / end an
-        # n-gram (a dense prefilter that spares most positions the lookup)
-        keys = np.array([k for pairs in by_order.values() for k, _ in pairs], dtype=np.int64)
-        rows = np.array([r for pairs in by_order.values() for _, r in pairs], dtype=np.int64)
-        self.lookup = _KeyIndex(keys, rows)
+        # per order, which token ids can start / end an n-gram (a dense prefilter that
+        # spares most positions the lookup), and one hash index over every order (a
+        # k-gram key is >= base**(k-1) and < base**k, so orders never collide)
+        order_keys = {n: np.array([k for k, _ in pairs], dtype=np.int64)
+                      for n, pairs in by_order.items()}
         self.edges: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for n, pairs in by_order.items():
-            order_keys = np.array([k for k, _ in pairs], dtype=np.int64)
+        for n, keys in order_keys.items():
             starts = np.zeros(self.base, dtype=bool)
             ends = np.zeros(self.base, dtype=bool)
-            starts[order_keys // self.base ** (n - 1)] = True
-            ends[order_keys % self.base] = True
+            starts[keys // self.base ** (n - 1)] = True
+            ends[keys % self.base] = True
             starts[0] = ends[0] = False
             self.edges[n] = (starts, ends)
+        self.lookup = _KeyIndex(
+            np.concatenate(list(order_keys.values())),
+            np.array([r for pairs in by_order.values() for _, r in pairs], dtype=np.int64))
 
     def logits(self, text: str) -> np.ndarray:
         idx = [self.index[g] for g in ngrams(text) if g in self.index]
