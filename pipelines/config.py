@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from winnow.pipelines.readers import FORMATS
+from winnow.selectors.embeddings import INT8_SUFFIX
 
 
 class ConfigError(ValueError):
@@ -78,6 +79,17 @@ class ParaphraseSettings(Strict):
     pairs: int = Field(20000, ge=10)
     positive_fraction: float = Field(0.5, gt=0.0, lt=1.0)
     held_out_intents: int = Field(8, ge=1, description="intents held out to test the detector")
+    embedding_model: str = Field("minilm", description="sentence-transformers model the "
+                                 "detector reads; fine-tuned on the pairs and saved with the run")
+    fine_tune_epochs: int = Field(1, ge=0, description="0: keep the encoder frozen")
+
+    @field_validator("embedding_model")
+    @classmethod
+    def _trainable(cls, ref: str) -> str:
+        if ref.endswith(INT8_SUFFIX):
+            raise ValueError(f"'{ref}' is an int8 ONNX export; the paraphrase encoder is "
+                             "trained and saved with the run, so name the fp32 model")
+        return ref
 
 
 class DiversitySettings(Strict):

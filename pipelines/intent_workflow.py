@@ -24,10 +24,12 @@ from winnow.pipelines.records import Utterance, to_dict, utterance_from_dict
 from winnow.pipelines.stages import StageRunner, write_json
 from winnow.selectors.annotation import parse_annotation
 from winnow.selectors.diversity import confidence_tiers, diversity_order
+from winnow.selectors.embeddings import encode, load_encoder
 from winnow.selectors.intent_model import IntentClassifier
 from winnow.selectors.ngram_relevance import NgramRelevanceModel
 from winnow.selectors.paraphrase import (Example, ParaphraseDetector, generate_pairs,
                                          slot_type_vectors)
+from winnow.selectors.paraphrase_encoder import fine_tune
 from winnow.selectors.slot_tagger import SlotTagger, slot_f1
 
 
@@ -186,9 +188,11 @@ class IntentRun:
                                                    for h in history for k, v in h.items()
                                                    if k in ("new_intent_error", "accuracy")}}
 
-    def _pair_vectors(self, texts: list[str], tagger: SlotTagger, types: list[str]) -> np.ndarray:
-        """Detector input: sentence embedding + indicators of the tagger's slot types."""
-        return np.hstack([self.emb.get(texts), slot_type_vectors(tagger.tag(texts), types)])
+    @staticmethod
+    def _pair_vectors(encoder, texts: list[str], tagger: SlotTagger,
+                      types: list[str]) -> np.ndarray:
+        """Detector input: the paraphrase encoder's embedding + the tagger's slot types."""
+        return np.hstack([encode(encoder, texts), slot_type_vectors(tagger.tag(texts), types)])
 
     def paraphrase(self, d: Path) -> dict[str, Any]:
         cfg = self.cfg
@@ -205,25 +209,30 @@ class IntentRun:
             tagger = SlotTagger().fit([r.annotated for r in recs])
             types = sorted({s for r in recs for s, _ in r.slots})
             pairs = generate_pairs(ex(recs), n, frac, seed=seed)
-            u = self._pair_vectors([a for a, _, _ in pairs], tagger, types)
-            v = self._pair_vectors([b for _, b, _ in pairs], tagger, types)
+            encoder = load_encoder(cfg.paraphrase.embedding_model)
+            if cfg.paraphrase.fine_tune_epochs:
+                fine_tune(encoder, pairs, cfg.paraphrase.fine_tune_epochs, seed, log=self.st.log)
+            u = self._pair_vectors(encoder, [a for a, _, _ in pairs], tagger, types)
+            v = self._pair_vectors(encoder, [b for _, b, _ in pairs], tagger, types)
             det = ParaphraseDetector().fit(u, v, np.array([y for _, _, y in pairs]), seed=cfg.seed)
-            return det, tagger, types, pairs
+            return det, encoder, tagger, types, pairs
 
         from sklearn.metrics import roc_auc_score
 
         # tested on pairs of intents (and their slot annotations) it never saw
-        det, tagger, types, train_pairs = fit_detector(seen, cfg.seed)
+        det, encoder, tagger, types, train_pairs = fit_detector(seen, cfg.seed)
         test_pairs = generate_pairs(ex([r for r in existing if r.intent in held]),
                                     max(200, n // 5), frac, seed=cfg.seed + 1)
-        p = det.pair_proba(self._pair_vectors([a for a, _, _ in test_pairs], tagger, types),
-                           self._pair_vectors([b for _, b, _ in test_pairs], tagger, types))
+        p = det.pair_proba(
+            self._pair_vectors(encoder, [a for a, _, _ in test_pairs], tagger, types),
+            self._pair_vectors(encoder, [b for _, b, _ in test_pairs], tagger, types))
         y = np.array([y_ for _, _, y_ in test_pairs])
         auc = float(roc_auc_score(y, p))
         acc = float(np.mean((p >= 0.5) == (y == 1)))
         # the detector used for selection learns from every existing intent (never the new ones)
-        det, tagger, types, _ = fit_detector(existing, cfg.seed + 2)
+        det, encoder, tagger, types, _ = fit_detector(existing, cfg.seed + 2)
         det.save(str(d / "detector.npz"))
+        encoder.save(str(d / "encoder"))
         import pickle
         (d / "tagger.pkl").write_bytes(pickle.dumps((tagger, types)))
         write_jsonl(d / "pairs_sample.jsonl", [{"a": a, "b": b, "paraphrase": y_}
@@ -246,13 +255,15 @@ class IntentRun:
         import pickle
         det = ParaphraseDetector.load(str(self.out / "paraphrase" / "detector.npz"))
         tagger, types = pickle.loads((self.out / "paraphrase" / "tagger.pkl").read_bytes())
+        encoder = load_encoder(str(self.out / "paraphrase" / "encoder"))
         seeds = self._load("prepare", "seeds.jsonl")
         rows, stats = [], {}
         for intent, cands in self._candidates().items():
             if not cands:
                 continue
-            c_emb = self._pair_vectors([r["text"] for r in cands], tagger, types)
-            a_emb = self._pair_vectors([r.text for r in seeds if r.intent == intent], tagger, types)
+            c_emb = self._pair_vectors(encoder, [r["text"] for r in cands], tagger, types)
+            a_emb = self._pair_vectors(encoder, [r.text for r in seeds if r.intent == intent],
+                                       tagger, types)
             order = diversity_order(det, c_emb, a_emb, self.cfg.diversity.batch_size,
                                     self.cfg.diversity.rounds,
                                     confidence_tiers([r["confidence"] for r in cands],
@@ -369,7 +380,7 @@ def _stage_keys(cfg: IntentConfig) -> dict[str, str]:
     k["relevance"] = section_hash(k["prepare"], cfg.relevance)
     k["pool"] = section_hash(k["relevance"], cfg.pool)
     k["self_training"] = section_hash(k["pool"], cfg.self_training, cfg.intent_model)
-    k["paraphrase"] = section_hash(k["prepare"], cfg.paraphrase, cfg.intent_model)
+    k["paraphrase"] = section_hash(k["prepare"], cfg.paraphrase)
     k["diversity"] = section_hash(k["self_training"], k["paraphrase"], cfg.diversity)
     k["curves"] = section_hash(k["diversity"], cfg.curve_points)
     k["upper_bound"] = section_hash(k["prepare"], cfg.intent_model)

@@ -35,6 +35,8 @@ def test_valid_config_and_override(tmp_path):
     ({"self_training": {"confidence": 1.5}}, "self_training.confidence", "less than or equal"),
     ({"pool": [{"path": "missing.txt", "format": "text"}]}, "pool.0.path", "file not found"),
     ({"pool": [{"path": "pool.txt", "format": "xml"}]}, "pool.0.format", "Input should be"),
+    ({"paraphrase": {"embedding_model": "minilm-int8"}}, "paraphrase.embedding_model",
+     "int8 ONNX export"),
 ])
 def test_bad_configs_name_the_key(tmp_path, change, key, words):
     p = write(tmp_path, {**BASE, **change})
