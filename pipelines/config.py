@@ -73,6 +73,8 @@ class SelfTrainingSettings(Strict):
 class IntentModelSettings(Strict):
     embedding_model: str = "minilm"
     c: float = Field(10.0, gt=0)
+    class_weight: float = Field(0.0, ge=0.0, le=1.0, description="weigh each utterance by "
+                                "(1 / its intent's count) ** class_weight: 0 plain, 1 balanced")
 
 
 class ParaphraseSettings(Strict):

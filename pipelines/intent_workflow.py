@@ -59,7 +59,8 @@ class IntentRun:
 
     def _fit(self, recs: list[Utterance], labels: list[str] | None = None) -> IntentClassifier:
         texts = [r.text for r in recs]
-        return IntentClassifier(c=self.cfg.intent_model.c, seed=self.cfg.seed).fit(
+        im = self.cfg.intent_model
+        return IntentClassifier(c=im.c, seed=self.cfg.seed, class_weight=im.class_weight).fit(
             texts, self.emb.get(texts), labels or [r.intent for r in recs])
 
     def _evaluate(self, model: IntentClassifier, test: list[Utterance]) -> dict[str, float]:

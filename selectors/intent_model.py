@@ -15,22 +15,37 @@ EMBEDDING_WEIGHT = 2.0  # dense block scale relative to the l2-normalised tf-idf
 
 
 class IntentClassifier:
-    def __init__(self, c: float = DEFAULT_C, seed: int = 0):
-        self.c, self.seed = c, seed
+    """``class_weight`` p weighs each training utterance by (1 / its intent's count) ** p,
+    scaled to mean 1: 0 is the plain model, 1 is scikit-learn's "balanced".
+
+    Why: a new intent starts with ~10 seeds against hundreds per existing intent, and the
+    plain model rarely predicts it.  Measured on MASSIVE en-US dev (the ``make
+    eval-intent`` setting; README), p = 1 cuts the seed-only new-intent error from 0.418
+    to 0.238.
+    """
+
+    def __init__(self, c: float = DEFAULT_C, seed: int = 0, class_weight: float = 0.0):
+        self.c, self.seed, self.class_weight = c, seed, class_weight
 
     def _features(self, texts: list[str], emb: np.ndarray):
         return sparse.hstack([self.vec.transform(texts),
                               sparse.csr_matrix(emb * EMBEDDING_WEIGHT)]).tocsr()
 
-    def fit(self, texts: list[str], emb: np.ndarray, labels: list[str],
-            sample_weight: np.ndarray | None = None) -> "IntentClassifier":
+    def _weights(self, labels: list[str]) -> np.ndarray | None:
+        if not self.class_weight:
+            return None
+        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        w = (1.0 / counts[inverse]) ** self.class_weight
+        return w * (len(w) / w.sum())
+
+    def fit(self, texts: list[str], emb: np.ndarray, labels: list[str]) -> "IntentClassifier":
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
         self.vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
         self.vec.fit(texts)
         self.lr = LogisticRegression(C=self.c, max_iter=300, random_state=self.seed)
-        self.lr.fit(self._features(texts, emb), labels, sample_weight=sample_weight)
+        self.lr.fit(self._features(texts, emb), labels, sample_weight=self._weights(labels))
         self.classes_ = list(self.lr.classes_)
         return self
 

@@ -1,0 +1,43 @@
+"""The intent classifier: tf-idf n-grams + embeddings, optional class balancing."""
+import numpy as np
+
+from winnow.selectors.intent_model import IntentClassifier
+
+
+def _imbalanced() -> tuple[list[str], np.ndarray, list[str]]:
+    """60 'music' utterances against 3 'alarm' seeds; the embeddings carry the class."""
+    rng = np.random.default_rng(0)
+    texts = [f"play song number {i}" for i in range(60)] + ["wake me up", "set alarm", "alarm now"]
+    labels = ["music"] * 60 + ["alarm"] * 3
+    emb = rng.normal(scale=0.3, size=(63, 8)).astype(np.float32)
+    emb[:60, 0] += 1.0
+    emb[60:, 1] += 1.0
+    return texts, emb, labels
+
+
+def test_predicts_its_training_labels_and_probabilities_sum_to_one():
+    texts, emb, labels = _imbalanced()
+    model = IntentClassifier(seed=0).fit(texts, emb, labels)
+    pred, conf = model.predict(texts, emb)
+    assert pred == labels
+    assert np.allclose(model.predict_proba(texts, emb).sum(1), 1.0) and (conf > 0.5).all()
+
+
+def test_balanced_weighting_favours_the_rare_intent_on_ambiguous_input():
+    texts, emb, labels = _imbalanced()
+    ambiguous = np.zeros((1, 8), np.float32)
+    ambiguous[0, :2] = 0.5  # halfway between the two classes, unseen words
+    p_alarm = {}
+    for weight in (0.0, 1.0):
+        model = IntentClassifier(seed=0, class_weight=weight).fit(texts, emb, labels)
+        p_alarm[weight] = model.predict_proba(["what now"], ambiguous)[0, model.classes_.index("alarm")]
+    assert p_alarm[1.0] > p_alarm[0.0] + 0.1, p_alarm
+
+
+def test_full_weighting_is_scikit_learns_balanced():
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    _, _, labels = _imbalanced()
+    np.testing.assert_allclose(IntentClassifier(class_weight=1.0)._weights(labels),
+                               compute_sample_weight("balanced", labels))
+    assert IntentClassifier()._weights(labels) is None
