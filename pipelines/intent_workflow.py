@@ -21,6 +21,8 @@ from winnow.pipelines.data_access import (EmbeddingCache, read_input, read_jsonl
                                           write_parquet)
 from winnow.pipelines.pool_scoring import build_pool_scoring, norm_key
 from winnow.pipelines.records import Utterance, to_dict, utterance_from_dict
+from winnow.pipelines.significance import (RESAMPLES, data_fraction_bootstrap,
+                                           new_intent_errors, resample_weights)
 from winnow.pipelines.stages import StageRunner, write_json
 from winnow.selectors.annotation import parse_annotation
 from winnow.selectors.diversity import confidence_tiers, diversity_order
@@ -35,9 +37,8 @@ from winnow.selectors.slot_tagger import SlotTagger, slot_f1
 
 def new_intent_error(gold: list[str], pred: list[str], new_intents: list[str]) -> float:
     """1 - macro-F1 over the new intents, on all evaluation utterances (false positives count)."""
-    from sklearn.metrics import f1_score
-
-    return 1.0 - float(f1_score(gold, pred, labels=new_intents, average="macro", zero_division=0))
+    return float(new_intent_errors(np.array(gold, dtype=str), np.array(pred, dtype=str),
+                                   new_intents, np.ones((1, len(gold))))[0])
 
 
 class IntentRun:
@@ -63,9 +64,14 @@ class IntentRun:
         return IntentClassifier(c=im.c, seed=self.cfg.seed, class_weight=im.class_weight).fit(
             texts, self.emb.get(texts), labels or [r.intent for r in recs])
 
-    def _evaluate(self, model: IntentClassifier, test: list[Utterance]) -> dict[str, float]:
+    def _predict(self, model: IntentClassifier, test: list[Utterance]) -> list[str]:
         texts = [r.text for r in test]
-        pred, _ = model.predict(texts, self.emb.get(texts))
+        return list(model.predict(texts, self.emb.get(texts))[0])
+
+    def _evaluate(self, model: IntentClassifier, test: list[Utterance]) -> dict[str, float]:
+        return self._scores(test, self._predict(model, test))
+
+    def _scores(self, test: list[Utterance], pred: list[str]) -> dict[str, float]:
         gold = [r.intent for r in test]
         return {"new_intent_error": new_intent_error(gold, pred, self.cfg.new_intents),
                 "accuracy": float(np.mean([g == p for g, p in zip(gold, pred)]))}
@@ -302,18 +308,23 @@ class IntentRun:
         points = sorted({p for p in cfg.curve_points if p < budget} | {budget})
         base = existing + seeds
         results: dict[str, list[dict[str, float]]] = {}
+        predictions: dict[str, list[str]] = {"gold": [r.intent for r in test]}
         for name, per_intent in orders.items():
             results[name] = []
             for n in points:
                 extra = [c for intent in cfg.new_intents for c in per_intent.get(intent, [])[:n]]
                 recs = base + [Utterance(id=c["id"], text=c["text"]) for c in extra]
                 labels = [u.intent for u in base] + [c["_decision"]["intent"] for c in extra]
-                m = self._fit(recs, labels)
+                pred = self._predict(self._fit(recs, labels), test)
+                predictions[f"{name}.{len(results[name])}"] = pred
                 results[name].append({"per_intent": n, "added": len(extra),
-                                      **self._evaluate(m, test)})
+                                      **self._scores(test, pred)})
                 self.st.log(f"curves: {name} +{len(extra)} -> "
                             f"error {results[name][-1]['new_intent_error']:.4f}")
         write_json(d / "curves.json", results)
+        # per-utterance predictions, so that intent_metrics can bootstrap the evaluation file
+        np.savez_compressed(d / "predictions.npz", **{k: np.array(v, dtype=str)
+                                                      for k, v in predictions.items()})
         return {"budget_per_intent": budget, "points": len(points)}
 
     def upper_bound(self, d: Path) -> dict[str, Any]:
@@ -369,6 +380,7 @@ class IntentRun:
                 "slot_f1_seed_tagger": self._slot_f1(tagger, test) if test else None}
 
 
+CURVES_OUTPUTS = ("curves.json", "predictions.npz")  # in the key: runs without predictions redo it
 STAGES = ("prepare", "relevance", "pool", "self_training", "paraphrase", "diversity", "curves",
           "upper_bound", "corpus")
 
@@ -383,7 +395,7 @@ def _stage_keys(cfg: IntentConfig) -> dict[str, str]:
     k["self_training"] = section_hash(k["pool"], cfg.self_training, cfg.intent_model)
     k["paraphrase"] = section_hash(k["prepare"], cfg.paraphrase)
     k["diversity"] = section_hash(k["self_training"], k["paraphrase"], cfg.diversity)
-    k["curves"] = section_hash(k["diversity"], cfg.curve_points)
+    k["curves"] = section_hash(k["diversity"], cfg.curve_points, CURVES_OUTPUTS)
     k["upper_bound"] = section_hash(k["prepare"], cfg.intent_model)
     k["corpus"] = section_hash(k["diversity"])
     return k
@@ -431,6 +443,8 @@ def intent_metrics(cfg: IntentConfig, st: StageRunner) -> dict[str, Any]:
         m["diversity.added_for_target"] = div_added
         m["random.added_for_target"] = rnd_added
         m["diversity.data_fraction"] = (div_added / rel["added"]) if div_added and rel["added"] else None
+        if rel["added"]:
+            m.update(_data_fraction_bootstraps(cfg, out / "curves", curves))
     m.update(_selection_quality(cfg))
     para = st.records["paraphrase"]["stats"]
     m["paraphrase.unseen_intent_auc"] = para["unseen_intent_auc"]
@@ -443,6 +457,22 @@ def intent_metrics(cfg: IntentConfig, st: StageRunner) -> dict[str, Any]:
     m["corpus.slot_f1_seed_tagger"] = st.records["corpus"]["stats"]["slot_f1_seed_tagger"]
     m["pool.accounting"] = st.records["pool"]["stats"]
     return m
+
+
+def _data_fraction_bootstraps(cfg: IntentConfig, curves_dir: Path,
+                               curves: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Paired bootstrap over the evaluation utterances of each order's data fraction."""
+    with np.load(curves_dir / "predictions.npz") as z:
+        preds = {k: z[k] for k in z.files}
+    gold = preds["gold"]
+    weights = resample_weights(len(gold), RESAMPLES, cfg.seed)
+    rel = curves["relevance_topk"]
+    target = preds[f"relevance_topk.{len(rel) - 1}"]
+    return {f"{name}.data_fraction_bootstrap": data_fraction_bootstrap(
+                gold, [preds[f"{name}.{i}"] for i in range(len(curves[name]))],
+                [p["added"] for p in curves[name]], target, rel[-1]["added"], cfg.new_intents,
+                weights)
+            for name in ("diversity", "random")}
 
 
 def _selection_quality(cfg: IntentConfig) -> dict[str, float]:
