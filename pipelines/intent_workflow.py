@@ -308,7 +308,8 @@ class IntentRun:
         points = sorted({p for p in cfg.curve_points if p < budget} | {budget})
         base = existing + seeds
         results: dict[str, list[dict[str, float]]] = {}
-        predictions: dict[str, list[str]] = {"gold": [r.intent for r in test]}
+        predictions: dict[str, list[str]] = {"gold": [r.intent for r in test],
+                                             "new_intents": cfg.new_intents}
         for name, per_intent in orders.items():
             results[name] = []
             for n in points:
@@ -380,7 +381,8 @@ class IntentRun:
                 "slot_f1_seed_tagger": self._slot_f1(tagger, test) if test else None}
 
 
-CURVES_OUTPUTS = ("curves.json", "predictions.npz")  # in the key: runs without predictions redo it
+# in the curves key, so that a run whose outputs lack a file or field listed here redoes it
+CURVES_OUTPUTS = ("curves.json", "predictions.npz: gold, new_intents, <order>.<point index>")
 STAGES = ("prepare", "relevance", "pool", "self_training", "paraphrase", "diversity", "curves",
           "upper_bound", "corpus")
 

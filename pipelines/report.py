@@ -98,15 +98,22 @@ def _intent_sections(run: Path) -> list[str]:
     curves = run / "curves" / "curves.json"
     if curves.exists():
         data = json.loads(curves.read_text())
+        bands = _error_bands(run / "curves" / "predictions.npz", data)
         fig, ax = plt.subplots(figsize=(7, 3.5))
         for name, pts in data.items():
-            ax.plot([p["added"] for p in pts], [p["new_intent_error"] for p in pts], marker="o",
-                    label=name)
+            added = [p["added"] for p in pts]
+            line, = ax.plot(added, [p["new_intent_error"] for p in pts], marker="o", label=name)
+            if name in bands:
+                ax.fill_between(added, *bands[name], color=line.get_color(), alpha=0.12)
         ax.set_xlabel("added self-labelled utterances")
         ax.set_ylabel("new-intent error (1 - macro F1)")
         ax.legend()
         ax.set_title("error vs added data")
-        parts.append("<h2>Error vs added data</h2>" + _png(fig))
+        caption = ("<p>Shaded: each point's 95% bootstrap band over the evaluation utterances. "
+                   "Points on one resample move together, so differences between them are "
+                   "surer than the bands suggest: the metrics' data_fraction_bootstrap "
+                   "compares them paired.</p>" if bands else "")
+        parts.append("<h2>Error vs added data</h2>" + _png(fig) + caption)
     emb = run / "embeddings.npz"
     corpus = run / "corpus" / "corpus.jsonl"
     if emb.exists() and corpus.exists():
@@ -170,6 +177,28 @@ def _lm_sections(run: Path, metrics: dict[str, Any]) -> list[str]:
         parts.append("<h2>Ablation</h2><table><tr><th>row</th><th>perplexity</th><th>OOV</th>"
                      f"<th>LM sentences</th></tr>{table}</table>" + _png(fig))
     return parts
+
+
+def _error_bands(path: Path, curves: dict[str, list[dict[str, Any]]]
+                 ) -> dict[str, tuple[list[float], list[float]]]:
+    """Per order, the 2.5th and 97.5th bootstrap percentiles of each curve point's error."""
+    if not path.exists():
+        return {}
+    import numpy as np
+
+    from winnow.pipelines.significance import RESAMPLES, new_intent_errors, resample_weights
+
+    with np.load(path) as z:
+        preds = {k: z[k] for k in z.files}
+    gold, labels = preds["gold"], preds["new_intents"].tolist()
+    weights = resample_weights(len(gold), RESAMPLES, seed=0)
+    bands = {}
+    for name, pts in curves.items():
+        errs = np.array([new_intent_errors(gold, preds[f"{name}.{i}"], labels, weights)
+                         for i in range(len(pts))])
+        lo, hi = np.percentile(errs, [2.5, 97.5], axis=1)
+        bands[name] = (lo.tolist(), hi.tolist())
+    return bands
 
 
 def build_report(run_dir: str | Path) -> Path:
