@@ -22,7 +22,8 @@ from winnow.pipelines.data_access import (EmbeddingCache, read_input, read_jsonl
 from winnow.pipelines.pool_scoring import build_pool_scoring, norm_key
 from winnow.pipelines.records import Utterance, to_dict, utterance_from_dict
 from winnow.pipelines.significance import (RESAMPLES, data_fraction_bootstrap,
-                                           new_intent_errors, resample_weights)
+                                           load_curve_predictions, new_intent_errors,
+                                           resample_weights, save_curve_predictions)
 from winnow.pipelines.stages import StageRunner, write_json
 from winnow.selectors.annotation import parse_annotation
 from winnow.selectors.diversity import confidence_tiers, diversity_order
@@ -308,8 +309,7 @@ class IntentRun:
         points = sorted({p for p in cfg.curve_points if p < budget} | {budget})
         base = existing + seeds
         results: dict[str, list[dict[str, float]]] = {}
-        predictions: dict[str, list[str]] = {"gold": [r.intent for r in test],
-                                             "new_intents": cfg.new_intents}
+        predictions: dict[str, list[list[str]]] = {}
         for name, per_intent in orders.items():
             results[name] = []
             for n in points:
@@ -317,15 +317,15 @@ class IntentRun:
                 recs = base + [Utterance(id=c["id"], text=c["text"]) for c in extra]
                 labels = [u.intent for u in base] + [c["_decision"]["intent"] for c in extra]
                 pred = self._predict(self._fit(recs, labels), test)
-                predictions[f"{name}.{len(results[name])}"] = pred
+                predictions.setdefault(name, []).append(pred)
                 results[name].append({"per_intent": n, "added": len(extra),
                                       **self._scores(test, pred)})
                 self.st.log(f"curves: {name} +{len(extra)} -> "
                             f"error {results[name][-1]['new_intent_error']:.4f}")
         write_json(d / "curves.json", results)
         # per-utterance predictions, so that intent_metrics can bootstrap the evaluation file
-        np.savez_compressed(d / "predictions.npz", **{k: np.array(v, dtype=str)
-                                                      for k, v in predictions.items()})
+        save_curve_predictions(d / "predictions.npz", [r.intent for r in test], cfg.new_intents,
+                               predictions)
         return {"budget_per_intent": budget, "points": len(points)}
 
     def upper_bound(self, d: Path) -> dict[str, Any]:
@@ -464,15 +464,11 @@ def intent_metrics(cfg: IntentConfig, st: StageRunner) -> dict[str, Any]:
 def _data_fraction_bootstraps(cfg: IntentConfig, curves_dir: Path,
                                curves: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Paired bootstrap over the evaluation utterances of each order's data fraction."""
-    with np.load(curves_dir / "predictions.npz") as z:
-        preds = {k: z[k] for k in z.files}
-    gold = preds["gold"]
+    gold, labels, preds = load_curve_predictions(curves_dir / "predictions.npz")
     weights = resample_weights(len(gold), RESAMPLES, cfg.seed)
-    rel = curves["relevance_topk"]
-    target = preds[f"relevance_topk.{len(rel) - 1}"]
+    target, budget = preds["relevance_topk"][-1], curves["relevance_topk"][-1]["added"]
     return {f"{name}.data_fraction_bootstrap": data_fraction_bootstrap(
-                gold, [preds[f"{name}.{i}"] for i in range(len(curves[name]))],
-                [p["added"] for p in curves[name]], target, rel[-1]["added"], cfg.new_intents,
+                gold, preds[name], [p["added"] for p in curves[name]], target, budget, labels,
                 weights)
             for name in ("diversity", "random")}
 

@@ -186,16 +186,14 @@ def _error_bands(path: Path, curves: dict[str, list[dict[str, Any]]]
         return {}
     import numpy as np
 
-    from winnow.pipelines.significance import RESAMPLES, new_intent_errors, resample_weights
+    from winnow.pipelines.significance import (RESAMPLES, load_curve_predictions,
+                                               new_intent_errors, resample_weights)
 
-    with np.load(path) as z:
-        preds = {k: z[k] for k in z.files}
-    gold, labels = preds["gold"], preds["new_intents"].tolist()
+    gold, labels, preds = load_curve_predictions(path)
     weights = resample_weights(len(gold), RESAMPLES, seed=0)
     bands = {}
-    for name, pts in curves.items():
-        errs = np.array([new_intent_errors(gold, preds[f"{name}.{i}"], labels, weights)
-                         for i in range(len(pts))])
+    for name in curves:
+        errs = np.array([new_intent_errors(gold, pred, labels, weights) for pred in preds[name]])
         lo, hi = np.percentile(errs, [2.5, 97.5], axis=1)
         bands[name] = (lo.tolist(), hi.tolist())
     return bands

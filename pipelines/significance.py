@@ -10,10 +10,32 @@ reading 0.38 vs 0.80 as a difference between methods.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 RESAMPLES = 1000
 DATA_FRACTION_TARGET = 0.4  # the project's bar: the full-budget error with <= 40% of the data
+
+
+def save_curve_predictions(path: Path, gold: list[str], labels: list[str],
+                           curves: dict[str, list[list[str]]]) -> None:
+    """Each curve model's prediction per evaluation utterance (``<order>.<point index>``)."""
+    arrays = {"gold": gold, "new_intents": labels,
+              **{f"{name}.{i}": pred for name, preds in curves.items()
+                 for i, pred in enumerate(preds)}}
+    np.savez_compressed(path, **{k: np.array(v, dtype=str) for k, v in arrays.items()})
+
+
+def load_curve_predictions(path: Path) -> tuple[np.ndarray, list[str], dict[str, list[np.ndarray]]]:
+    """``save_curve_predictions``' file back: gold, the new intents, predictions per order."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    gold, labels = arrays.pop("gold"), arrays.pop("new_intents").tolist()
+    curves: dict[str, list[np.ndarray]] = {}
+    for key in sorted(arrays, key=lambda k: (k.rsplit(".", 1)[0], int(k.rsplit(".", 1)[1]))):
+        curves.setdefault(key.rsplit(".", 1)[0], []).append(arrays[key])
+    return gold, labels, curves
 
 
 def _f1_counts(gold: np.ndarray, pred: np.ndarray, labels: list[str]) -> np.ndarray:
