@@ -36,6 +36,33 @@ from winnow.selectors.paraphrase_encoder import fine_tune
 from winnow.selectors.slot_tagger import SlotTagger, slot_f1
 
 
+def curve_orders(cands: dict[str, list[dict[str, Any]]], diversity: dict[str, list[str]],
+                 hidden_labels: dict[str, str], seed: int
+                 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Per order and intent, the candidates in the order the curves add them.
+
+    ``random`` shuffles the relevance order (seeded); ``oracle`` is a reference, not a
+    selector: it takes the same shuffle but puts first the candidates whose hidden pool label
+    (MASSIVE's own, unseen by every selector) is the intent they were selected for, so the
+    curves show how close the data could come to its full-budget error if the labels of the
+    pool were known.
+    """
+    rng = random.Random(seed)
+    orders: dict[str, dict[str, list[dict[str, Any]]]] = {
+        "random": {}, "relevance_topk": {}, "diversity": {}, "oracle": {}}
+    for intent, cs in cands.items():
+        by_id = {c["id"]: c for c in cs}
+        rel = sorted(cs, key=lambda c: (-c["_decision"]["score"], c["id"]))
+        shuffled = rel[:]
+        rng.shuffle(shuffled)
+        orders["relevance_topk"][intent] = rel
+        orders["random"][intent] = shuffled
+        orders["diversity"][intent] = [by_id[i] for i in diversity[intent] if i in by_id]
+        orders["oracle"][intent] = sorted(shuffled,
+                                          key=lambda c: hidden_labels.get(c["id"]) != intent)
+    return orders
+
+
 def new_intent_error(gold: list[str], pred: list[str], new_intents: list[str]) -> float:
     """1 - macro-F1 over the new intents, on all evaluation utterances (false positives count)."""
     return float(new_intent_errors(np.array(gold, dtype=str), np.array(pred, dtype=str),
@@ -294,17 +321,9 @@ class IntentRun:
         div = defaultdict(list)
         for r in read_jsonl(self.out / "diversity" / "diversity_order.jsonl"):
             div[r["intent"]].append(r["id"])
-        rng = random.Random(cfg.seed)
-        orders: dict[str, dict[str, list[dict[str, Any]]]] = {"random": {}, "relevance_topk": {},
-                                                              "diversity": {}}
-        for intent, cs in cands.items():
-            by_id = {c["id"]: c for c in cs}
-            rel = sorted(cs, key=lambda c: (-c["_decision"]["score"], c["id"]))
-            shuffled = rel[:]
-            rng.shuffle(shuffled)
-            orders["relevance_topk"][intent] = rel
-            orders["random"][intent] = shuffled
-            orders["diversity"][intent] = [by_id[i] for i in div[intent] if i in by_id]
+        hidden = {r["id"]: r["intent"]
+                  for r in read_jsonl(self.out / "prepare" / "pool_labels.jsonl")}
+        orders = curve_orders(cands, div, hidden, cfg.seed)
         budget = max((len(v) for v in cands.values()), default=0)
         points = sorted({p for p in cfg.curve_points if p < budget} | {budget})
         base = existing + seeds
@@ -382,7 +401,8 @@ class IntentRun:
 
 
 # in the curves key, so that a run whose outputs lack a file or field listed here redoes it
-CURVES_OUTPUTS = ("curves.json", "predictions.npz: gold, new_intents, <order>.<point index>")
+CURVES_OUTPUTS = ("curves.json", "predictions.npz: gold, new_intents, <order>.<point index>",
+                  "orders: random, relevance_topk, diversity, oracle")
 STAGES = ("prepare", "relevance", "pool", "self_training", "paraphrase", "diversity", "curves",
           "upper_bound", "corpus")
 
@@ -444,6 +464,7 @@ def intent_metrics(cfg: IntentConfig, st: StageRunner) -> dict[str, Any]:
         rnd_added = _added_for(curves["random"], rel["new_intent_error"])
         m["diversity.added_for_target"] = div_added
         m["random.added_for_target"] = rnd_added
+        m["oracle.added_for_target"] = _added_for(curves["oracle"], rel["new_intent_error"])
         m["diversity.data_fraction"] = (div_added / rel["added"]) if div_added and rel["added"] else None
         if rel["added"]:
             m.update(_data_fraction_bootstraps(cfg, out / "curves", curves))
@@ -470,7 +491,7 @@ def _data_fraction_bootstraps(cfg: IntentConfig, curves_dir: Path,
     return {f"{name}.data_fraction_bootstrap": data_fraction_bootstrap(
                 gold, preds[name], [p["added"] for p in curves[name]], target, budget, labels,
                 weights)
-            for name in ("diversity", "random")}
+            for name in ("diversity", "random", "oracle")}
 
 
 def _selection_quality(cfg: IntentConfig) -> dict[str, float]:

@@ -17,9 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from winnow.pipelines.beam_io import read_jsonl_shards
+from winnow.pipelines.significance import (DATA_FRACTION_TARGET, RESAMPLES,
+                                           load_curve_predictions, new_intent_errors,
+                                           resample_weights)
 
 FUNNEL_STAGES = ("pool", "bitext")
 EXAMPLES_PER_KIND = 5
+REFERENCE_ORDERS = ("oracle",)  # curves drawn as references, not as selectors
 
 
 def _png(fig) -> str:
@@ -102,9 +106,18 @@ def _intent_sections(run: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 3.5))
         for name, pts in data.items():
             added = [p["added"] for p in pts]
-            line, = ax.plot(added, [p["new_intent_error"] for p in pts], marker="o", label=name)
-            if name in bands:
+            reference = name in REFERENCE_ORDERS
+            line, = ax.plot(added, [p["new_intent_error"] for p in pts], marker="o",
+                            linestyle="--" if reference else "-",
+                            label=f"{name} (hidden labels)" if reference else name)
+            if name in bands and not reference:
                 ax.fill_between(added, *bands[name], color=line.get_color(), alpha=0.12)
+        if data.get("relevance_topk"):
+            full = data["relevance_topk"][-1]
+            ax.axhline(full["new_intent_error"], color="#888", linestyle=":", linewidth=1,
+                       label="target: full-budget error")
+            ax.axvline(DATA_FRACTION_TARGET * full["added"], color="#888", linestyle="-.",
+                       linewidth=1, label=f"{DATA_FRACTION_TARGET:.0%} of the budget")
         ax.set_xlabel("added self-labelled utterances")
         ax.set_ylabel("new-intent error (1 - macro F1)")
         ax.legend()
@@ -113,6 +126,9 @@ def _intent_sections(run: Path) -> list[str]:
                    "Points on one resample move together, so differences between them are "
                    "surer than the bands suggest: the metrics' data_fraction_bootstrap "
                    "compares them paired.</p>" if bands else "")
+        if any(n in REFERENCE_ORDERS for n in data):
+            caption += ("<p>Dashed: the oracle reference, which adds first the candidates whose "
+                        "hidden pool label is the new intent; no selector sees those labels.</p>")
         parts.append("<h2>Error vs added data</h2>" + _png(fig) + caption)
     emb = run / "embeddings.npz"
     corpus = run / "corpus" / "corpus.jsonl"
@@ -185,9 +201,6 @@ def _error_bands(path: Path, curves: dict[str, list[dict[str, Any]]]
     if not path.exists():
         return {}
     import numpy as np
-
-    from winnow.pipelines.significance import (RESAMPLES, load_curve_predictions,
-                                               new_intent_errors, resample_weights)
 
     gold, labels, preds = load_curve_predictions(path)
     weights = resample_weights(len(gold), RESAMPLES, seed=0)

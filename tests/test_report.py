@@ -22,7 +22,8 @@ def test_report_has_plots_and_renders(reference_run, tmp_path):
         raw = base64.b64decode(img)
         assert raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) > 2000
     for heading in ("Funnel: pool", "Relevance scores", "Error vs added data",
-                    "Annotated vs selected data", "Metrics", "95% bootstrap band"):
+                    "Annotated vs selected data", "Metrics", "95% bootstrap band",
+                    "oracle reference"):
         assert heading in page
     assert "http://" not in page and "https://" not in page  # self-contained
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")

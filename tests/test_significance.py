@@ -95,7 +95,8 @@ def test_intent_run_reports_the_bootstrap_next_to_the_point_estimate(reference_r
         [p["added"] for p in curves["diversity"]], preds[f"relevance_topk.{len(rel) - 1}"],
         rel[-1]["added"], ["alarm_set", "play_podcasts", "weather_query"], np.ones((1, len(gold))))
     assert whole["median"] == pytest.approx(metrics["diversity.data_fraction"], abs=1e-4)
-    for name in ("diversity", "random"):
+    assert "oracle.added_for_target" in metrics
+    for name in ("diversity", "random", "oracle"):
         boot = metrics[f"{name}.data_fraction_bootstrap"]
         assert 0 < boot["ci95_low"] <= boot["median"] <= boot["ci95_high"] <= 1
         assert 0 <= boot[SHARE] <= 1
