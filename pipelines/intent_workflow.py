@@ -7,6 +7,7 @@ diversity -> curves (evaluation runs) -> corpus.  Each stage is resumable
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -268,7 +269,6 @@ class IntentRun:
         det, encoder, tagger, types, _ = fit_detector(existing, cfg.seed + 2)
         det.save(str(d / "detector.npz"))
         encoder.save(str(d / "encoder"))
-        import pickle
         (d / "tagger.pkl").write_bytes(pickle.dumps((tagger, types)))
         write_jsonl(d / "pairs_sample.jsonl", [{"a": a, "b": b, "paraphrase": y_}
                                                for a, b, y_ in train_pairs[:200]])
@@ -287,7 +287,6 @@ class IntentRun:
         return out
 
     def diversity(self, d: Path) -> dict[str, Any]:
-        import pickle
         det = ParaphraseDetector.load(str(self.out / "paraphrase" / "detector.npz"))
         tagger, types = pickle.loads((self.out / "paraphrase" / "tagger.pkl").read_bytes())
         encoder = load_encoder(str(self.out / "paraphrase" / "encoder"))
