@@ -37,6 +37,11 @@ from winnow.selectors.paraphrase_encoder import fine_tune
 from winnow.selectors.slot_tagger import SlotTagger, slot_f1
 
 
+CURVE_ORDERS = ("random", "relevance_topk", "diversity", "oracle")
+# the orders compared with relevance top-k's full-budget error (diversity: the issue's target)
+COMPARED_ORDERS = ("diversity", "random", "oracle")
+
+
 def curve_orders(cands: dict[str, list[dict[str, Any]]], diversity: dict[str, list[str]],
                  hidden_labels: dict[str, str], seed: int
                  ) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -49,8 +54,7 @@ def curve_orders(cands: dict[str, list[dict[str, Any]]], diversity: dict[str, li
     pool were known.
     """
     rng = random.Random(seed)
-    orders: dict[str, dict[str, list[dict[str, Any]]]] = {
-        "random": {}, "relevance_topk": {}, "diversity": {}, "oracle": {}}
+    orders: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in CURVE_ORDERS}
     for intent, cs in cands.items():
         by_id = {c["id"]: c for c in cs}
         rel = sorted(cs, key=lambda c: (-c["_decision"]["score"], c["id"]))
@@ -401,7 +405,7 @@ class IntentRun:
 
 # in the curves key, so that a run whose outputs lack a file or field listed here redoes it
 CURVES_OUTPUTS = ("curves.json", "predictions.npz: gold, new_intents, <order>.<point index>",
-                  "orders: random, relevance_topk, diversity, oracle")
+                  "orders: " + ", ".join(CURVE_ORDERS))
 STAGES = ("prepare", "relevance", "pool", "self_training", "paraphrase", "diversity", "curves",
           "upper_bound", "corpus")
 
@@ -459,11 +463,9 @@ def intent_metrics(cfg: IntentConfig, st: StageRunner) -> dict[str, Any]:
         rel = curves["relevance_topk"][-1]
         m["relevance_topk.added_for_target"] = rel["added"]
         m["relevance_topk.new_intent_error"] = rel["new_intent_error"]
-        div_added = _added_for(curves["diversity"], rel["new_intent_error"])
-        rnd_added = _added_for(curves["random"], rel["new_intent_error"])
-        m["diversity.added_for_target"] = div_added
-        m["random.added_for_target"] = rnd_added
-        m["oracle.added_for_target"] = _added_for(curves["oracle"], rel["new_intent_error"])
+        for name in COMPARED_ORDERS:
+            m[f"{name}.added_for_target"] = _added_for(curves[name], rel["new_intent_error"])
+        div_added = m["diversity.added_for_target"]
         m["diversity.data_fraction"] = (div_added / rel["added"]) if div_added and rel["added"] else None
         if rel["added"]:
             m.update(_data_fraction_bootstraps(cfg, out / "curves", curves))
@@ -490,7 +492,7 @@ def _data_fraction_bootstraps(cfg: IntentConfig, curves_dir: Path,
     return {f"{name}.data_fraction_bootstrap": data_fraction_bootstrap(
                 gold, preds[name], [p["added"] for p in curves[name]], target, budget, labels,
                 weights)
-            for name in ("diversity", "random", "oracle")}
+            for name in COMPARED_ORDERS}
 
 
 def _selection_quality(cfg: IntentConfig) -> dict[str, float]:
