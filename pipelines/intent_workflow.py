@@ -20,7 +20,7 @@ from winnow.pipelines.beam_io import (check_accounting, pipeline_options, read_j
 from winnow.pipelines.config import InputFile, IntentConfig, section_hash
 from winnow.pipelines.data_access import (EmbeddingCache, read_input, read_jsonl, write_jsonl,
                                           write_parquet)
-from winnow.pipelines.pool_scoring import build_pool_scoring, norm_key
+from winnow.pipelines.pool_scoring import build_pool_scoring, norm_key, unique_ids
 from winnow.pipelines.records import Utterance, to_dict, utterance_from_dict
 from winnow.pipelines.significance import (RESAMPLES, data_fraction_bootstrap,
                                            load_curve_predictions, new_intent_errors,
@@ -191,7 +191,13 @@ class IntentRun:
             pipeline_options(cfg.beam, self.beam_args))
         stats = check_accounting("pool", counts)
         kept = sorted(read_jsonl_shards(d, "kept"),
-                      key=lambda r: (-r["_decision"]["score"], r["id"]))
+                      key=lambda r: (-r["_decision"]["score"], r["id"], r["source"]))
+        kept, stats["ids_qualified"] = unique_ids(
+            kept, {r.id for name in ("seeds.jsonl", "existing.jsonl")
+                   for r in self._load("prepare", name)})
+        if stats["ids_qualified"]:
+            self.st.log(f"pool: {stats['ids_qualified']} kept records share an id with another "
+                        "record; their ids are qualified with their source (id@source)")
         write_jsonl(d / "selected.jsonl", kept)
         dropped_by = Counter(r["_decision"]["rule"] for r in read_jsonl_shards(d, "dropped"))
         stats.update({f"dropped.{k}": v for k, v in sorted(dropped_by.items())})
@@ -403,7 +409,8 @@ class IntentRun:
                 "slot_f1_seed_tagger": self._slot_f1(tagger, test) if test else None}
 
 
-# in the curves key, so that a run whose outputs lack a file or field listed here redoes it
+# in the stage keys, so that a run whose outputs lack a property listed here redoes the stage
+POOL_OUTPUTS = ("selected.jsonl: ids unique (id@source where records collide)",)
 CURVES_OUTPUTS = ("curves.json", "predictions.npz: gold, new_intents, <order>.<point index>",
                   "orders: " + ", ".join(CURVE_ORDERS))
 STAGES = ("prepare", "relevance", "pool", "self_training", "paraphrase", "diversity", "curves",
@@ -416,7 +423,7 @@ def _stage_keys(cfg: IntentConfig) -> dict[str, str]:
     k["prepare"] = section_hash(cfg.annotated, cfg.eval, cfg.new_intents, cfg.seeds_per_intent,
                                 cfg.seed)
     k["relevance"] = section_hash(k["prepare"], cfg.relevance)
-    k["pool"] = section_hash(k["relevance"], cfg.pool)
+    k["pool"] = section_hash(k["relevance"], cfg.pool, POOL_OUTPUTS)
     k["self_training"] = section_hash(k["pool"], cfg.self_training, cfg.intent_model)
     k["paraphrase"] = section_hash(k["prepare"], cfg.paraphrase)
     k["diversity"] = section_hash(k["self_training"], k["paraphrase"], cfg.diversity)

@@ -30,6 +30,22 @@ def norm_key(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def unique_ids(kept: list[dict[str, Any]], taken: set[str]) -> tuple[list[dict[str, Any]], int]:
+    """Kept records with ids that no other kept record and no id in ``taken`` share.
+
+    Pool files come from many sources whose ids need not be unique together (HWU64's
+    ``answerid`` repeats across its folds, and some rows say ``null``), while every later
+    stage joins on the id. A colliding id is qualified with the record's source
+    (``id@path:line``), which is unique; the rest keep their ids.
+    """
+    counts: dict[str, int] = {}
+    for r in kept:
+        counts[r["id"]] = counts.get(r["id"], 0) + 1
+    clash = {i for i, n in counts.items() if n > 1} | (set(counts) & taken)
+    out = [{**r, "id": f"{r['id']}@{r['source']}"} if r["id"] in clash else r for r in kept]
+    return out, sum(counts[i] for i in clash)
+
+
 def dedupe(group: tuple[str, Iterable[Utterance]], excluded: frozenset[str]
            ) -> Iterable[Utterance | Decision]:
     """The first record (by id) of a text survives; the rest are dropped as duplicates."""

@@ -149,6 +149,8 @@ def parse_hwu64(line: str, src: str, lineno: int, locale: str = "en-US", **_: An
         plain, slots = parse_annotation(annotated)
     except AnnotationError as err:
         raise BadRecord(f"bad slot annotation: {err}") from None
+    # answerid is the data set's own id, but it is not unique across the KFold files (484
+    # reused, 41 'null'); the pool stage qualifies colliding ids with their source
     return Utterance(id=f"hwu64:{d['answerid']}", text=_clean_text(plain), locale=locale,
                      domain=d["scenario"], intent=f"{d['scenario']}_{d['intent']}",
                      annotated=annotated, slots=tuple((s.type, s.value) for s in slots),

@@ -10,7 +10,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from winnow.pipelines.beam_io import check_accounting, pipeline_options, read_jsonl_shards, run_pipeline
 from winnow.pipelines.config import BeamSettings, InputFile
-from winnow.pipelines.pool_scoring import ScoreRelevance, build_pool_scoring
+from winnow.pipelines.pool_scoring import ScoreRelevance, build_pool_scoring, unique_ids
 from winnow.selectors.ngram_relevance import (NgramRelevanceModel, RelevanceTable, _KeyIndex,
                                               fit_sklearn, ngrams)
 
@@ -121,3 +121,19 @@ def test_pool_pipeline_top_k_and_accounting(tmp_path):
     rejected = [json.loads(line) for f in glob.glob(str(out / "rejected-*"))
                 for line in open(f)]
     assert rejected[0]["line"] == 8 and rejected[0]["reason"] == "empty text"
+
+
+def test_unique_ids_qualifies_only_colliding_ids_with_their_source():
+    kept = [{"id": "hwu64:null", "source": "KFold_3/alarm_set.csv:6", "text": "two pm set"},
+            {"id": "hwu64:null", "source": "KFold_5/alarm_set.csv:14", "text": "one am set"},
+            {"id": "hwu64:7", "source": "KFold_1/alarm_set.csv:2", "text": "wake me at six"},
+            {"id": "massive:1", "source": "pool.jsonl:1", "text": "alarm at noon"},
+            {"id": "lm:3", "source": "lm.txt:3", "text": "set an alarm"}]
+    out, n = unique_ids(kept, taken={"massive:1", "unrelated"})
+    assert n == 3
+    assert [r["id"] for r in out] == ["hwu64:null@KFold_3/alarm_set.csv:6",
+                                      "hwu64:null@KFold_5/alarm_set.csv:14", "hwu64:7",
+                                      "massive:1@pool.jsonl:1", "lm:3"]
+    assert len({r["id"] for r in out}) == len(out)
+    assert [r["text"] for r in out] == [r["text"] for r in kept]
+    assert unique_ids(kept[2:3], set()) == (kept[2:3], 0)
