@@ -181,8 +181,8 @@ class IntentRun:
         cfg = self.cfg
         models = [NgramRelevanceModel.load(self.out / "relevance" / f"relevance_{i}.json")
                   for i in cfg.new_intents]
-        excluded = {r.text for name in ("seeds.jsonl", "test.jsonl", "existing.jsonl")
-                    for r in self._load("prepare", name)}
+        annotated = self._load("prepare", "seeds.jsonl") + self._load("prepare", "existing.jsonl")
+        excluded = {r.text for r in annotated + self._load("prepare", "test.jsonl")}
         inputs = [InputFile(path=str(self.out / "prepare" / "pool_hidden.jsonl"), format="jsonl"),
                   *cfg.pool]
         counts = run_pipeline(
@@ -192,9 +192,7 @@ class IntentRun:
         stats = check_accounting("pool", counts)
         kept = sorted(read_jsonl_shards(d, "kept"),
                       key=lambda r: (-r["_decision"]["score"], r["id"], r["source"]))
-        kept, stats["ids_qualified"] = unique_ids(
-            kept, {r.id for name in ("seeds.jsonl", "existing.jsonl")
-                   for r in self._load("prepare", name)})
+        kept, stats["ids_qualified"] = unique_ids(kept, {r.id for r in annotated})
         if stats["ids_qualified"]:
             self.st.log(f"pool: {stats['ids_qualified']} kept records share an id with another "
                         "record; their ids are qualified with their source (id@source)")

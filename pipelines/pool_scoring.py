@@ -8,6 +8,7 @@ record ends up kept, dropped (rule + score) or rejected.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,9 +39,7 @@ def unique_ids(kept: list[dict[str, Any]], taken: set[str]) -> tuple[list[dict[s
     stage joins on the id. A colliding id is qualified with the record's source
     (``id@path:line``), which is unique; the rest keep their ids.
     """
-    counts: dict[str, int] = {}
-    for r in kept:
-        counts[r["id"]] = counts.get(r["id"], 0) + 1
+    counts = Counter(r["id"] for r in kept)
     clash = {i for i, n in counts.items() if n > 1} | (set(counts) & taken)
     out = [{**r, "id": f"{r['id']}@{r['source']}"} if r["id"] in clash else r for r in kept]
     return out, sum(counts[i] for i in clash)
