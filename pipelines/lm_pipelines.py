@@ -19,7 +19,7 @@ from winnow.lm.rescoring import Hypothesis, rescore
 from winnow.lm.scoring import LanguageModel
 from winnow.pipelines.beam_io import Counters, ReadRecords, WriteDecisions, write_rejected
 from winnow.pipelines.config import BitextFilterSettings, InputFile
-from winnow.pipelines.records import BitextPair, Decision
+from winnow.pipelines.records import BitextPair, Decision, keep_first
 from winnow.selectors.bitext_filter import CentroidDistance, cheap_rules
 
 BITEXT_STAGE = "bitext"
@@ -30,14 +30,6 @@ def apply_rules(pair: BitextPair, s: dict[str, Any], tgt_lang: str) -> BitextPai
     reason = cheap_rules(pair.src, pair.tgt, tgt_lang, s["min_tokens"], s["max_tokens"],
                          s["max_length_ratio"])
     return Decision(pair, False, reason) if reason else pair
-
-
-def dedupe_pairs(group: tuple[str, Any]):
-    _key, pairs = group
-    pairs = sorted(pairs, key=lambda p: p.id)
-    yield pairs[0]
-    for p in pairs[1:]:
-        yield Decision(p, False, "duplicate", scores={"duplicate_of": pairs[0].id})
 
 
 class EmbedDistance(beam.DoFn):
@@ -65,7 +57,7 @@ def _decide_distance(item, max_distance: float | None, cutoff: tuple | None) -> 
     if max_distance is not None:
         kept = d <= max_distance
         return Decision(pair, kept, "" if kept else "too_far_from_domain", d)
-    kept = cutoff is None or (d, pid) <= tuple(cutoff)
+    kept = cutoff is None or (d, pid, pair.source) <= tuple(cutoff)
     return Decision(pair, kept, "" if kept else "not_among_nearest", d)
 
 
@@ -78,7 +70,7 @@ def build_bitext_filter(p: beam.Pipeline, bitext: InputFile, s: BitextFilterSett
     deduped = (split[0]
                | "KeyByPair" >> beam.Map(lambda q: (f"{q.src.lower()}\t{q.tgt.lower()}", q))
                | "GroupByPair" >> beam.GroupByKey()
-               | "Dedupe" >> beam.FlatMap(dedupe_pairs))
+               | "Dedupe" >> beam.FlatMap(lambda group: keep_first(group[1])))
     dsplit = deduped | "SplitDupes" >> beam.Partition(
         lambda x, _n: 1 if isinstance(x, Decision) else 0, 2)
     scored = (dsplit[0]
@@ -88,7 +80,9 @@ def build_bitext_filter(p: beam.Pipeline, bitext: InputFile, s: BitextFilterSett
                                               max_batch_size=s.batch_size)
               | "Embed" >> beam.ParDo(EmbedDistance(s.model, centroid.tolist(), s.batch_size)))
     if s.keep_nearest is not None:
-        cutoff = (scored | "Key" >> beam.Map(lambda t: (t[0], t[1]))
+        # (distance, id, source): a total order, so exactly keep_nearest are kept even where
+        # distances tie and two bitext files named alike share ids
+        cutoff = (scored | "Key" >> beam.Map(lambda t: (t[0], t[1], t[2].source))
                   | "Nearest" >> beam.combiners.Top.Smallest(s.keep_nearest)
                   | "Cutoff" >> beam.Map(lambda top: list(max(top)) if len(top) >= 1 else None))
         decided = scored | "Decide" >> beam.Map(_decide_distance, None,

@@ -16,12 +16,11 @@ import apache_beam as beam
 
 from winnow.pipelines.beam_io import ReadRecords, WriteDecisions, write_rejected
 from winnow.pipelines.config import InputFile
-from winnow.pipelines.records import Decision, Utterance
+from winnow.pipelines.records import Decision, Utterance, keep_first
 from winnow.selectors.ngram_relevance import (DEFAULT_TOP_NGRAMS, NgramRelevanceModel,
                                               RelevanceTable)
 
 STAGE = "pool"
-RULE_DUPLICATE = "duplicate"
 RULE_EXCLUDED = "in_seed_or_eval_set"
 RULE_TOP_K = "below_top_k"
 RULE_THRESHOLD = "below_threshold"
@@ -47,16 +46,13 @@ def unique_ids(kept: list[dict[str, Any]], taken: set[str]) -> tuple[list[dict[s
 
 def dedupe(group: tuple[str, Iterable[Utterance]], excluded: frozenset[str]
            ) -> Iterable[Utterance | Decision]:
-    """The first record (by id) of a text survives; the rest are dropped as duplicates."""
+    """A text of the seed or evaluation sets is dropped; of the others, one record survives."""
     key, recs = group
-    recs = sorted(recs, key=lambda r: (r.id, r.source))
     if key in excluded:
         for r in recs:
             yield Decision(r, False, RULE_EXCLUDED)
         return
-    yield recs[0]
-    for r in recs[1:]:
-        yield Decision(r, False, RULE_DUPLICATE, scores={"duplicate_of": recs[0].id})
+    yield from keep_first(recs)
 
 
 SCORE_BATCH = 2048  # utterances per vectorised scoring call
@@ -91,13 +87,13 @@ class Select(beam.DoFn):
     def setup(self) -> None:
         self.models = {m.label: m for m in models_from_json(self.models_json)}
 
-    def process(self, item, cutoffs: dict[str, tuple[float, str]] | None = None):
+    def process(self, item, cutoffs: dict[str, tuple[float, str, str]] | None = None):
         label, (score, rid, rec) = item
         if self.threshold is not None:
             kept, rule = score >= self.threshold, RULE_THRESHOLD
         else:
             cut = cutoffs.get(label)
-            kept, rule = cut is not None and (score, rid) >= cut, RULE_TOP_K
+            kept, rule = cut is not None and (score, rid, rec.source) >= cut, RULE_TOP_K
         details: dict[str, Any] = {"intent": label}
         if kept:
             details["top_ngrams"] = self.models[label].top_ngrams(rec.text, self.top_ngrams)
@@ -126,7 +122,10 @@ def build_pool_scoring(p: beam.Pipeline, pool: list[InputFile], models: list[Ngr
               | "Score" >> beam.ParDo(ScoreRelevance(model_json)))
     if threshold is None:
         cutoffs = (scored
-                   | "ScoreKey" >> beam.Map(lambda kv: (kv[0], (kv[1][0], kv[1][1])))
+                   # (score, id, source): a total order, so exactly k are kept even where
+                   # scores tie and pool files reuse an id (see unique_ids)
+                   | "ScoreKey" >> beam.Map(lambda kv: (kv[0], (kv[1][0], kv[1][1],
+                                                                kv[1][2].source)))
                    | "TopK" >> beam.combiners.Top.LargestPerKey(top_k)
                    | "Cutoff" >> beam.MapTuple(lambda label, top: (label, min(top))))
         decided = scored | "Select" >> beam.ParDo(Select(model_json, None),

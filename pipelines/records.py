@@ -8,7 +8,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+RULE_DUPLICATE = "duplicate"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,17 @@ class Decision:
     rule: str = ""
     score: float | None = None
     scores: dict[str, Any] = field(default_factory=dict)
+
+
+def keep_first(recs: Iterable[Any]) -> Iterator[Any]:
+    """Records that share a text: the first by (id, source) survives, the rest are dropped as
+    its duplicates. Ids need not be unique across input files (HWU64 reuses its own; two
+    bitext files named alike share ``stem:line``), so the source, which is, breaks ties and
+    the survivor is the same on every run whatever order the records arrive in."""
+    recs = sorted(recs, key=lambda r: (r.id, r.source))
+    yield recs[0]
+    for r in recs[1:]:
+        yield Decision(r, False, RULE_DUPLICATE, scores={"duplicate_of": recs[0].id})
 
 
 def to_dict(rec: Any) -> dict[str, Any]:

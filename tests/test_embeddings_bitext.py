@@ -105,3 +105,32 @@ def test_bitext_filter_pipeline(tmp_path, e5):
     assert kept == ["stelle einen wecker für sechs uhr", "wie ist das wetter heute"]
     rules = sorted(r["_decision"]["rule"] for r in read_jsonl_shards(tmp_path, "dropped"))
     assert rules == ["duplicate", "not_among_nearest", "not_among_nearest", "source_too_short"]
+
+
+def test_bitext_filter_keeps_exactly_n_where_ids_and_distances_tie(tmp_path, e5):
+    """Two bitext files named alike share ids (``bt:1``); pairs with one target tie on the
+    distance. keep_nearest still keeps exactly n, and the duplicate's survivor is fixed."""
+    from winnow.pipelines.beam_io import check_accounting, pipeline_options, read_jsonl_shards, run_pipeline
+    from winnow.pipelines.config import BeamSettings, BitextFilterSettings, InputFile
+    from winnow.pipelines.lm_pipelines import build_bitext_filter
+
+    centroid = CentroidDistance.fit(encode(e5, ["stelle einen wecker für sieben uhr"], "passage"))
+    for sub, lines in (("a", ["set an alarm for six\tstelle einen wecker für sechs uhr",
+                              "open the settings menu\töffne das menü der einstellungen"]),
+                       ("b", ["put an alarm on for six\tstelle einen wecker für sechs uhr",
+                              "open the settings menu\töffne das menü der einstellungen"])):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "bt.tsv").write_text("\n".join(lines) + "\n")
+    s = BitextFilterSettings(keep_nearest=1, batch_size=8)
+    out = tmp_path / "out"
+    counts = run_pipeline(
+        lambda p: build_bitext_filter(p, InputFile(path=str(tmp_path / "*" / "bt.tsv"),
+                                                   format="bitext"),
+                                      s, "de", centroid.centroid, str(out)),
+        pipeline_options(BeamSettings(), ["--direct_num_workers=1"]))
+    assert check_accounting("bitext", counts) == {"read": 4, "kept": 1, "dropped": 3, "rejected": 0}
+    assert [r["id"] for r in read_jsonl_shards(out, "kept")] == ["bt:1"]
+    dropped = {r["source"].split("/")[-2] + r["id"]: r["_decision"]["rule"]
+               for r in read_jsonl_shards(out, "dropped")}
+    assert dropped == {"abt:2": "not_among_nearest", "bbt:2": "duplicate",
+                       "bbt:1": "not_among_nearest"}

@@ -137,3 +137,39 @@ def test_unique_ids_qualifies_only_colliding_ids_with_their_source():
     assert len({r["id"] for r in out}) == len(out)
     assert [r["text"] for r in out] == [r["text"] for r in kept]
     assert unique_ids(kept[2:3], set()) == (kept[2:3], 0)
+
+
+def test_keep_first_survivor_does_not_depend_on_arrival_order():
+    from winnow.pipelines.records import Utterance, keep_first
+
+    recs = [Utterance(id="pool:1", text="wake me", source="b/pool.txt:1"),
+            Utterance(id="pool:1", text="Wake me", source="a/pool.txt:1"),
+            Utterance(id="hwu64:9", text="wake  me", source="x.csv:3")]
+    for order in (recs, recs[::-1]):
+        first, *rest = keep_first(order)
+        assert first.source == "x.csv:3"
+        assert [d.record.source for d in rest] == ["a/pool.txt:1", "b/pool.txt:1"]
+        assert all(not d.kept and d.rule == "duplicate" for d in rest)
+    first, dup = keep_first(recs[:2])
+    assert first.source == "a/pool.txt:1" and dup.scores == {"duplicate_of": "pool:1"}
+
+
+def test_pool_top_k_keeps_exactly_k_where_ids_and_scores_tie(tmp_path):
+    """Two pool files named alike give the same ids (``pool:1``); utterances with no known
+    n-gram tie on the intercept. The top-k cutoff still keeps exactly k."""
+    for sub, lines in (("a", ["zork blap", "wake me at six", "set an alarm for seven"]),
+                       ("b", ["quux frob", "wake me at six"])):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "pool.txt").write_text("\n".join(lines) + "\n")
+    m = NgramRelevanceModel.fit(POS, NEG, label="alarm_set")
+    assert m.score("zork blap") == m.score("quux frob")
+    out = tmp_path / "out"
+    counts = run_pipeline(
+        lambda p: build_pool_scoring(p, [InputFile(path=str(tmp_path / "*" / "pool.txt"),
+                                                   format="text")],
+                                     [m], set(), str(out), top_k=3, threshold=None),
+        pipeline_options(BeamSettings(), ["--direct_num_workers=1"]))
+    assert check_accounting("pool", counts) == {"read": 5, "kept": 3, "dropped": 2, "rejected": 0}
+    kept = {r["text"]: r["source"] for r in read_jsonl_shards(out, "kept")}
+    assert set(kept) == {"set an alarm for seven", "wake me at six", "quux frob"}
+    assert kept["wake me at six"].endswith("a/pool.txt:2")  # b's copy (also pool:2) is dropped
