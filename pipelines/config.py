@@ -285,15 +285,22 @@ def _resolve(p: str, config_path: Path) -> str:
     return p
 
 
+def _not_found(config_path: Path, key: str, p: str) -> ConfigError:
+    where = "" if Path(p).is_absolute() else (
+        f" (relative paths are looked up in {config_path.parent.resolve()} and then in the "
+        f"working directory {Path.cwd()}; set WINNOW_DATA or give an absolute path)")
+    return ConfigError(f"{config_path}: {key}: file not found: {p}{where}")
+
+
 def _check_paths(cfg: Config, config_path: Path) -> None:
     for key, inp in _input_files(cfg):
         inp.path = _resolve(inp.path, config_path)
         if not (Path(inp.path).exists() or glob.glob(inp.path)):
-            raise ConfigError(f"{config_path}: {key}.path: file not found: {inp.path}")
+            raise _not_found(config_path, f"{key}.path", inp.path)
     if cfg.eval is not None:
         cfg.eval.test_path = _resolve(cfg.eval.test_path, config_path)
         if not Path(cfg.eval.test_path).exists():
-            raise ConfigError(f"{config_path}: eval.test_path: file not found: {cfg.eval.test_path}")
+            raise _not_found(config_path, "eval.test_path", cfg.eval.test_path)
 
 
 def _input_files(cfg: Config) -> list[tuple[str, InputFile]]:

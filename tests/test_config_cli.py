@@ -46,6 +46,17 @@ def test_bad_configs_name_the_key(tmp_path, change, key, words):
     assert str(p) in msg and key in msg and words in msg, msg
 
 
+def test_missing_relative_path_says_where_it_was_looked_up(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    p = write(tmp_path, {**BASE, "pool": [{"path": "sub/pool.txt", "format": "text"}]})
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert str(tmp_path.resolve()) in msg and str(elsewhere) in msg and "WINNOW_DATA" in msg, msg
+
+
 def test_missing_required_key(tmp_path):
     cfg = dict(BASE)
     del cfg["new_intents"]
