@@ -16,6 +16,7 @@ Ablation rows (each a full LM = in-domain seed + chosen translations):
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,18 +120,19 @@ class LmRun:
                                           centroid.centroid, str(d)),
             pipeline_options(cfg.beam, self.beam_args))
         stats = check_accounting("bitext", counts)
-        kept = sorted(read_jsonl_shards(d, "kept"), key=lambda r: (r["_decision"]["score"], r["id"]))
+        # ranked as the filter ranked them: (distance, id, source) is a total order
+        kept = sorted(read_jsonl_shards(d, "kept"),
+                      key=lambda r: (r["_decision"]["score"], r["id"], r["source"]))
         dropped = read_jsonl_shards(d, "dropped")
         write_jsonl(d / "filtered.jsonl", [{k: r[k] for k in ("id", "src", "tgt")} |
                                            {"distance": r["_decision"]["score"]} for r in kept])
         write_parquet(d / "filtered.parquet", [{k: r[k] for k in ("id", "src", "tgt", "source")} |
                                                {"distance": r["_decision"]["score"]} for r in kept])
         # the unfiltered baseline: an equal-size random sample of all pairs that were read
-        everything = sorted(kept + dropped, key=lambda r: r["id"])
+        everything = sorted(kept + dropped, key=lambda r: (r["id"], r["source"]))
         rng = random.Random(cfg.seed)
         sample = rng.sample(everything, min(len(kept), len(everything)))
         write_jsonl(d / "unfiltered.jsonl", [{k: r[k] for k in ("id", "src", "tgt")} for r in sample])
-        from collections import Counter
         stats.update({f"dropped.{k}": v for k, v in
                       sorted(Counter(r["_decision"]["rule"] for r in dropped).items())})
         return stats
