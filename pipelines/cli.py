@@ -5,6 +5,7 @@
   winnow eval-intent CONFIG [--set ...]   intent workflow + evaluation table
   winnow eval-lm CONFIG [--set ...]       LM workflow + ablation table
   winnow demo [--out DIR] [--set k=v ...] both workflows on generated demo data
+  winnow compare RUN_DIR RUN_DIR ...      runs' metrics side by side, with mean and sd
 
 Unknown ``--flags`` pass through to Beam (``--runner``, ``--direct_num_workers``,
 Dataflow options), after those in the config's ``beam`` section.
@@ -50,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     y.add_argument("--seed", default="devtest")
     r = sub.add_parser("report", help="(re)build RUN_DIR/report.html")
     r.add_argument("run_dir")
+    c = sub.add_parser("compare", help="metrics (and intent curves) of several runs side by "
+                       "side, with mean and sd: e.g. seed draws of one config")
+    c.add_argument("run_dirs", nargs="+")
     b = sub.add_parser("bench", help="speed of each stage inside Beam vs the raw library")
     b.add_argument("--quick", action="store_true", help="tiny sizes (CI): no speed claims")
     b.add_argument("--out", default="bench.json")
@@ -180,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from winnow.pipelines.report import build_report
             print(build_report(args.run_dir))
+            return 0
+        if args.command == "compare":
+            from winnow.pipelines.compare import compare_table
+            print(compare_table([Path(r) for r in args.run_dirs]))
             return 0
         if args.command == "bench":
             from winnow.pipelines.bench import run_bench

@@ -1,0 +1,84 @@
+"""Several runs side by side: each metric per run, with its mean and standard deviation.
+
+A development evaluation file with 20-126 utterances per new intent moves these figures by
+several points from one draw of the seeds to the next (``--set seed=N``), so a setting
+should be judged on the spread over draws, not on one run. Intent runs also get their
+curves averaged point by point; the budget differs between draws, so the last point of
+every curve is compared as ``full``.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+FULL = "full"
+
+
+def flatten(metrics: dict[str, Any]) -> dict[str, float]:
+    """Numeric metrics, a nested dict's numbers as ``key.sub``; text and nulls are left out."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        for sub, v in items:
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[f"{key}.{sub}" if sub else key] = float(v)
+    return out
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (is {path.parent} a finished run?)")
+    return json.loads(path.read_text())
+
+
+def metric_rows(runs: list[Path]) -> list[tuple[str, list[float | None]]]:
+    """(metric, one value per run) in the first run's key order, then keys only later runs have."""
+    flat = [flatten(_read(r / "metrics.json")) for r in runs]
+    keys = list(dict.fromkeys(k for f in flat for k in f))
+    return [(k, [f.get(k) for f in flat]) for k in keys]
+
+
+def curve_rows(runs: list[Path]) -> list[tuple[str, list[float | None]]]:
+    """(order @ per-intent point, new-intent error per run) for runs that have curves."""
+    rows: dict[str, list[float | None]] = {}
+    for i, run in enumerate(runs):
+        path = run / "curves" / "curves.json"
+        if not path.is_file():
+            continue
+        for order, points in _read(path).items():
+            for j, p in enumerate(points):
+                at = FULL if j == len(points) - 1 else f"+{p['per_intent']}/intent"
+                rows.setdefault(f"curve.{order}@{at}", [None] * len(runs))[i] = p["new_intent_error"]
+    return sorted(rows.items(), key=lambda kv: _curve_sort_key(kv[0]))
+
+
+def _curve_sort_key(name: str) -> tuple[str, float]:
+    order, at = name.split("@")
+    return order, float("inf") if at == FULL else float(at[1:].split("/")[0])
+
+
+def summary(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the values present (sd needs two)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None, None
+    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else None
+
+
+def compare_table(runs: list[Path]) -> str:
+    """A Markdown table: metric | each run | mean | sd."""
+    def cell(v: float | None) -> str:
+        if v is None:
+            return "-"
+        if v.is_integer():
+            return str(int(v))
+        return f"{v:.1f}" if abs(v) >= 100 else f"{v:.4f}"
+
+    lines = ["| metric | " + " | ".join(str(r) for r in runs) + " | mean | sd |",
+             "|---" * (len(runs) + 3) + "|"]
+    for key, values in metric_rows(runs) + curve_rows(runs):
+        lines.append(f"| {key} | " + " | ".join(cell(v) for v in values) + " | "
+                     + " | ".join(cell(s) for s in summary(values)) + " |")
+    return "\n".join(lines)
