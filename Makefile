@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
-.PHONY: setup apt kenlm test demo lint eval-intent eval-lm eval-lm-hi data-dev bench clean report-png \
+.PHONY: setup apt kenlm test demo lint eval-intent eval-intent-draws eval-lm eval-lm-hi data-dev bench clean report-png \
 	dask-up dask-down dask-demo
 
 setup: $(STAMP) $(KENLM)
@@ -61,6 +61,15 @@ data-dev: setup
 
 eval-intent: data-dev
 	$(BIN)/winnow eval-intent configs/massive-intent.yaml
+
+# several draws of the seeds (~20 min each from scratch; finished draws are reused), then
+# every metric side by side with its mean and sd: make eval-intent-draws SEEDS="14 15 16"
+SEEDS ?= 14 15 16 17
+eval-intent-draws: data-dev
+	for s in $(SEEDS); do echo "== draw: seed $$s -> runs/massive-intent-s$$s"; \
+	  $(BIN)/winnow eval-intent configs/massive-intent.yaml --set seed=$$s \
+	  --set output_dir=runs/massive-intent-s$$s >/dev/null || exit 1; done
+	$(BIN)/winnow compare $(foreach s,$(SEEDS),runs/massive-intent-s$(s))
 
 eval-lm: data-dev
 	$(BIN)/winnow eval-lm configs/massive-de.yaml
