@@ -42,21 +42,17 @@ def metric_rows(runs: list[Path]) -> list[tuple[str, list[float | None]]]:
 
 def curve_rows(runs: list[Path]) -> list[tuple[str, list[float | None]]]:
     """(order @ per-intent point, new-intent error per run) for runs that have curves."""
-    rows: dict[str, list[float | None]] = {}
+    rows: dict[tuple[str, float], list[float | None]] = {}
     for i, run in enumerate(runs):
         path = run / "curves" / "curves.json"
         if not path.is_file():
             continue
         for order, points in _read(path).items():
             for j, p in enumerate(points):
-                at = FULL if j == len(points) - 1 else f"+{p['per_intent']}/intent"
-                rows.setdefault(f"curve.{order}@{at}", [None] * len(runs))[i] = p["new_intent_error"]
-    return sorted(rows.items(), key=lambda kv: _curve_sort_key(kv[0]))
-
-
-def _curve_sort_key(name: str) -> tuple[str, float]:
-    order, at = name.split("@")
-    return order, float("inf") if at == FULL else float(at[1:].split("/")[0])
+                at = float("inf") if j == len(points) - 1 else float(p["per_intent"])
+                rows.setdefault((order, at), [None] * len(runs))[i] = p["new_intent_error"]
+    return [(f"curve.{order}@" + (FULL if at == float("inf") else f"+{at:.0f}/intent"), values)
+            for (order, at), values in sorted(rows.items())]
 
 
 def summary(values: list[float | None]) -> tuple[float | None, float | None]:
