@@ -16,14 +16,15 @@ from typing import Any
 FULL = "full"
 
 
-def flatten(metrics: dict[str, Any]) -> dict[str, float]:
-    """Numeric metrics, a nested dict's numbers as ``key.sub``; text and nulls are left out."""
+def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric metrics, nested dicts' numbers as ``key.sub.subsub``; text and nulls are left out."""
     out: dict[str, float] = {}
     for key, value in metrics.items():
-        items = value.items() if isinstance(value, dict) else [("", value)]
-        for sub, v in items:
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[f"{key}.{sub}" if sub else key] = float(v)
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
     return out
 
 

@@ -49,9 +49,9 @@ def curve_orders(cands: dict[str, list[dict[str, Any]]], diversity: dict[str, li
 
     ``random`` shuffles the relevance order (seeded); ``oracle`` is a reference, not a
     selector: it takes the same shuffle but puts first the candidates whose hidden pool label
-    (MASSIVE's own, unseen by every selector) is the intent they were selected for, so the
-    curves show how close the data could come to its full-budget error if the labels of the
-    pool were known.
+    (``pool_label``: MASSIVE's own or the source's, unseen by every selector) is the intent
+    they were selected for, so the curves show how close the data could come to its
+    full-budget error if the labels of the pool were known.
     """
     rng = random.Random(seed)
     orders: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in CURVE_ORDERS}
@@ -284,15 +284,7 @@ class IntentRun:
                 "held_out_intents": sorted(held), "train_pairs": len(train_pairs)}
 
     def _candidates(self) -> dict[str, list[dict[str, Any]]]:
-        """Relevance-selected utterances self-labelled as the intent they were selected for."""
-        labels = {r["id"]: r for r in read_jsonl(self.out / "self_training" / "self_labels.jsonl")}
-        out: dict[str, list[dict[str, Any]]] = {i: [] for i in self.cfg.new_intents}
-        for r in read_jsonl(self.out / "pool" / "selected.jsonl"):
-            target = r["_decision"]["intent"]
-            lab = labels.get(r["id"])
-            if lab and lab["intent"] == target:
-                out[target].append({**r, "confidence": lab["confidence"]})
-        return out
+        return candidates(self.out, self.cfg.new_intents)
 
     def diversity(self, d: Path) -> dict[str, Any]:
         det = ParaphraseDetector.load(str(self.out / "paraphrase" / "detector.npz"))
@@ -328,8 +320,8 @@ class IntentRun:
         div = defaultdict(list)
         for r in read_jsonl(self.out / "diversity" / "diversity_order.jsonl"):
             div[r["intent"]].append(r["id"])
-        hidden = {r["id"]: r["intent"]
-                  for r in read_jsonl(self.out / "prepare" / "pool_labels.jsonl")}
+        truth = _hidden_truth(self.out)
+        hidden = {c["id"]: pool_label(truth, c) for cs in cands.values() for c in cs}
         orders = curve_orders(cands, div, hidden, cfg.seed)
         budget = max((len(v) for v in cands.values()), default=0)
         points = sorted({p for p in cfg.curve_points if p < budget} | {budget})
@@ -475,6 +467,7 @@ def intent_metrics(cfg: IntentConfig, st: StageRunner) -> dict[str, Any]:
         if rel["added"]:
             m.update(_data_fraction_bootstraps(cfg, out / "curves", curves))
     m.update(_selection_quality(cfg))
+    m.update(_candidate_quality(cfg))
     para = st.records["paraphrase"]["stats"]
     m["paraphrase.unseen_intent_auc"] = para["unseen_intent_auc"]
     m["paraphrase.unseen_intent_accuracy"] = para["unseen_intent_accuracy"]
@@ -500,17 +493,64 @@ def _data_fraction_bootstraps(cfg: IntentConfig, curves_dir: Path,
             for name in COMPARED_ORDERS}
 
 
+def candidates(out: Path, new_intents: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Relevance-selected utterances self-labelled as the intent they were selected for."""
+    labels = {r["id"]: r for r in read_jsonl(out / "self_training" / "self_labels.jsonl")}
+    cands: dict[str, list[dict[str, Any]]] = {i: [] for i in new_intents}
+    for r in read_jsonl(out / "pool" / "selected.jsonl"):
+        target = r["_decision"]["intent"]
+        lab = labels.get(r["id"])
+        if lab and lab["intent"] == target:
+            cands[target].append({**r, "confidence": lab["confidence"]})
+    return cands
+
+
+def _candidate_quality(cfg: IntentConfig) -> dict[str, Any]:
+    """What the candidates that the curves add really are, by their hidden labels.
+
+    ``selection.precision`` judges everything relevance selection kept; self-training's
+    agreement filter then drops most of the wrong ones.  This says how clean the data the
+    curves (and the oracle) work with is, per intent: the same label, another source's
+    label (e.g. SNIPS ``GetWeather``), or none (plain text).
+    """
+    out = Path(cfg.output_dir)
+    truth = _hidden_truth(out)
+    per_intent: dict[str, dict[str, int]] = {}
+    for intent, cs in candidates(out, cfg.new_intents).items():
+        labels = [pool_label(truth, c) for c in cs]
+        per_intent[intent] = {"same_label": sum(lab == intent for lab in labels),
+                              "other_label": sum(lab not in ("", intent) for lab in labels),
+                              "unlabelled": labels.count("")}
+    n = sum(sum(v.values()) for v in per_intent.values())
+    same = sum(v["same_label"] for v in per_intent.values())
+    return {"candidates.precision": same / n if n else 0.0, "candidates.labels": per_intent}
+
+
+def _hidden_truth(out: Path) -> dict[str, str]:
+    """MASSIVE's intent for each of the new intents' train utterances hidden in the pool."""
+    return {r["id"]: r["intent"] for r in read_jsonl(out / "prepare" / "pool_labels.jsonl")}
+
+
+def pool_label(truth: dict[str, str], record: dict[str, Any]) -> str:
+    """A pool record's true intent as far as it is known, for evaluation only.
+
+    MASSIVE's own label for the hidden train utterances, else the label its source file
+    carries (HWU64 names intents as MASSIVE does; SNIPS has names of its own, so its
+    weather requests never count as weather_query), else '' (plain text, e.g. SLURP's).
+    """
+    return truth.get(record["id"]) or record.get("intent") or ""
+
+
 def _selection_quality(cfg: IntentConfig) -> dict[str, float]:
     """Precision/recall of relevance selection against the hidden labels of the pool."""
     out = Path(cfg.output_dir)
-    truth = {r["id"]: r["intent"] for r in read_jsonl(out / "prepare" / "pool_labels.jsonl")}
+    truth = _hidden_truth(out)
     rows = read_jsonl_shards(out / "pool", "kept") + read_jsonl_shards(out / "pool", "dropped")
     new = set(cfg.new_intents)
-    label = lambda r: truth.get(r["id"]) or (r.get("intent") or "")  # noqa: E731
-    relevant = {norm_key(r["text"]) for r in rows if label(r) in new
+    relevant = {norm_key(r["text"]) for r in rows if pool_label(truth, r) in new
                 and r["_decision"]["rule"] not in ("in_seed_or_eval_set",)}
     kept = [r for r in rows if r["_decision"]["kept"]]
-    correct = [r for r in kept if label(r) == r["_decision"]["intent"]]
+    correct = [r for r in kept if pool_label(truth, r) == r["_decision"]["intent"]]
     return {"selection.precision": len(correct) / len(kept) if kept else 0.0,
             "selection.recall": len({norm_key(r["text"]) for r in correct}) / len(relevant)
             if relevant else 0.0}

@@ -25,9 +25,11 @@ def _curve(errors, budget):
             for p, e in zip(points, errors)]
 
 
-def test_flatten_keeps_numbers_and_one_level_of_nesting():
+def test_flatten_keeps_numbers_at_any_depth_of_nesting():
     assert flatten({"a": 0.5, "b": {"median": 1.0, "note": "x"}, "c": None, "d": "text",
                     "e": True, "f": 3}) == {"a": 0.5, "b.median": 1.0, "f": 3.0}
+    assert flatten({"candidates": {"alarm_set": {"same_label": 182, "unlabelled": 6}}}) == {
+        "candidates.alarm_set.same_label": 182.0, "candidates.alarm_set.unlabelled": 6.0}
 
 
 def test_metrics_and_curves_side_by_side(tmp_path):

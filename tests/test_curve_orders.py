@@ -1,5 +1,8 @@
 """The orders in which the error-vs-data curves add candidates."""
-from winnow.pipelines.intent_workflow import curve_orders
+import json
+from types import SimpleNamespace
+
+from winnow.pipelines.intent_workflow import _candidate_quality, curve_orders, pool_label
 
 
 def _cand(i: int, intent: str, score: float) -> dict:
@@ -29,3 +32,41 @@ def test_every_order_adds_the_same_candidates_and_the_oracle_puts_true_labels_fi
     assert ids("oracle", "weather_query")[0] == "c10"
     assert curve_orders(cands, diversity, hidden, seed=3) == orders  # seeded
     assert ids("random", "alarm_set") != ids("relevance_topk", "alarm_set")
+
+
+def test_pool_label_knows_massive_hidden_labels_and_labelled_distractors_alike():
+    truth = {"1042": "alarm_set"}  # a hidden MASSIVE train utterance
+    assert pool_label(truth, {"id": "1042", "text": "wake me at six"}) == "alarm_set"
+    # HWU64 carries MASSIVE's intent names: its alarm requests are alarms for the oracle too
+    assert pool_label(truth, {"id": "hwu64:7", "intent": "alarm_set"}) == "alarm_set"
+    # SNIPS names its own intents; plain text (SLURP's LM text) has no label
+    assert pool_label(truth, {"id": "snips:GetWeather:3", "intent": "GetWeather"}) == "GetWeather"
+    assert pool_label(truth, {"id": "lm:12", "intent": ""}) == ""
+    assert pool_label(truth, {"id": "lm:13"}) == ""
+
+
+def test_candidate_quality_counts_what_the_curves_add_by_hidden_label(tmp_path):
+    def write(rel: str, rows: list[dict]) -> None:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    sel = lambda i, target, **kw: {"id": i, "text": i, "_decision": {"intent": target}, **kw}  # noqa: E731
+    write("prepare/pool_labels.jsonl", [{"id": "1", "intent": "alarm_set"},
+                                        {"id": "2", "intent": "alarm_set"}])
+    write("pool/selected.jsonl", [
+        sel("1", "alarm_set"), sel("2", "weather_query"),  # hidden MASSIVE: right, wrong
+        sel("hwu64:5", "alarm_set", intent="alarm_set"),
+        sel("snips:GetWeather:0", "weather_query", intent="GetWeather"),
+        sel("lm:3", "weather_query", intent=""),
+        sel("lm:4", "alarm_set", intent="")])  # self-labelled otherwise: not a candidate
+    write("self_training/self_labels.jsonl", [
+        {"id": i, "intent": t, "confidence": 0.9} for i, t in
+        [("1", "alarm_set"), ("2", "weather_query"), ("hwu64:5", "alarm_set"),
+         ("snips:GetWeather:0", "weather_query"), ("lm:3", "weather_query"),
+         ("lm:4", "weather_query")]])
+    cfg = SimpleNamespace(output_dir=str(tmp_path), new_intents=["alarm_set", "weather_query"])
+    q = _candidate_quality(cfg)
+    assert q["candidates.labels"] == {
+        "alarm_set": {"same_label": 2, "other_label": 0, "unlabelled": 0},
+        "weather_query": {"same_label": 0, "other_label": 2, "unlabelled": 1}}
+    assert q["candidates.precision"] == 2 / 5
