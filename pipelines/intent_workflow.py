@@ -283,16 +283,13 @@ class IntentRun:
         return {"unseen_intent_auc": round(auc, 4), "unseen_intent_accuracy": round(acc, 4),
                 "held_out_intents": sorted(held), "train_pairs": len(train_pairs)}
 
-    def _candidates(self) -> dict[str, list[dict[str, Any]]]:
-        return candidates(self.out, self.cfg.new_intents)
-
     def diversity(self, d: Path) -> dict[str, Any]:
         det = ParaphraseDetector.load(str(self.out / "paraphrase" / "detector.npz"))
         tagger, types = pickle.loads((self.out / "paraphrase" / "tagger.pkl").read_bytes())
         encoder = load_encoder(str(self.out / "paraphrase" / "encoder"))
         seeds = self._load("prepare", "seeds.jsonl")
         rows, stats = [], {}
-        for intent, cands in self._candidates().items():
+        for intent, cands in candidates(self.out, self.cfg.new_intents).items():
             if not cands:
                 continue
             c_emb = self._pair_vectors(encoder, [r["text"] for r in cands], tagger, types)
@@ -316,7 +313,7 @@ class IntentRun:
         test = self._load("prepare", "test.jsonl")
         if not test:
             return {"skipped": "no eval.test_path"}
-        cands = self._candidates()
+        cands = candidates(self.out, self.cfg.new_intents)
         div = defaultdict(list)
         for r in read_jsonl(self.out / "diversity" / "diversity_order.jsonl"):
             div[r["intent"]].append(r["id"])
@@ -372,7 +369,7 @@ class IntentRun:
         existing = self._load("prepare", "existing.jsonl")
         test = self._load("prepare", "test.jsonl")
         tagger = SlotTagger().fit([r.annotated for r in existing + seeds if r.annotated])
-        cands = {c["id"]: c for cs in self._candidates().values() for c in cs}
+        cands = {c["id"]: c for cs in candidates(self.out, self.cfg.new_intents).values() for c in cs}
         div = read_jsonl(self.out / "diversity" / "diversity_order.jsonl")
         rows = [{**to_dict(r), "origin": "seed", "stage": "seed", "scores": {}} for r in seeds]
         domain_of = {r.intent: r.domain for r in seeds}
