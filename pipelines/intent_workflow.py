@@ -22,9 +22,10 @@ from winnow.pipelines.data_access import (EmbeddingCache, read_input, read_jsonl
                                           write_parquet)
 from winnow.pipelines.pool_scoring import build_pool_scoring, norm_key, unique_ids
 from winnow.pipelines.records import Utterance, to_dict, utterance_from_dict
-from winnow.pipelines.significance import (RESAMPLES, data_fraction_bootstrap,
-                                           load_curve_predictions, new_intent_errors,
-                                           resample_weights, save_curve_predictions)
+from winnow.pipelines.significance import (DATA_FRACTION_TARGET, RESAMPLES,
+                                           data_fraction_bootstrap, load_curve_predictions,
+                                           new_intent_errors, new_intent_f1s, resample_weights,
+                                           save_curve_predictions)
 from winnow.pipelines.stages import StageRunner, write_json
 from winnow.selectors.annotation import parse_annotation
 from winnow.selectors.diversity import confidence_tiers, diversity_order
@@ -463,6 +464,7 @@ def intent_metrics(cfg: IntentConfig, st: StageRunner) -> dict[str, Any]:
         m["diversity.data_fraction"] = (div_added / rel["added"]) if div_added and rel["added"] else None
         if rel["added"]:
             m.update(_data_fraction_bootstraps(cfg, out / "curves", curves))
+            m.update(_f1_at_target_fraction(out / "curves", curves))
     m.update(_selection_quality(cfg))
     m.update(_candidate_quality(cfg))
     para = st.records["paraphrase"]["stats"]
@@ -488,6 +490,30 @@ def _data_fraction_bootstraps(cfg: IntentConfig, curves_dir: Path,
                 gold, preds[name], [p["added"] for p in curves[name]], target, budget, labels,
                 weights)
             for name in COMPARED_ORDERS}
+
+
+def _f1_at_target_fraction(curves_dir: Path, curves: dict[str, list[dict[str, Any]]]
+                           ) -> dict[str, Any]:
+    """Per new intent, each order's F1 at the last curve point within the target's share of
+    relevance top-k's added data, next to the full-budget F1.
+
+    ``diversity.data_fraction`` is one macro average; this says where the gap to the target
+    lies: an intent whose candidates an order has barely begun at that point, or a few
+    evaluation utterances of a small intent.
+    """
+    gold, labels, preds = load_curve_predictions(curves_dir / "predictions.npz")
+    budget = curves["relevance_topk"][-1]["added"]
+    within = [i for i, p in enumerate(curves["relevance_topk"])
+              if p["added"] <= DATA_FRACTION_TARGET * budget + 1e-9]
+    if not within:
+        return {}
+    point, whole = within[-1], np.ones((1, len(gold)))
+    f1 = {name: new_intent_f1s(gold, preds[name][point], labels, whole)[0] for name in CURVE_ORDERS}
+    f1["full_budget"] = new_intent_f1s(gold, preds["relevance_topk"][-1], labels, whole)[0]
+    prefix = f"f1_at_{round(DATA_FRACTION_TARGET * 100)}pct"
+    return {f"{prefix}.added": curves["relevance_topk"][point]["added"],
+            **{f"{prefix}.{intent}": {name: round(float(v[k]), 4) for name, v in f1.items()}
+               for k, intent in enumerate(labels)}}
 
 
 def candidates(out: Path, new_intents: list[str]) -> dict[str, list[dict[str, Any]]]:

@@ -49,9 +49,9 @@ def _f1_counts(gold: np.ndarray, pred: np.ndarray, labels: list[str]) -> np.ndar
     return out
 
 
-def new_intent_errors(gold: np.ndarray, pred: np.ndarray, labels: list[str],
-                      weights: np.ndarray) -> np.ndarray:
-    """1 - macro-F1 over ``labels`` for each row of ``weights`` (utterance counts).
+def new_intent_f1s(gold: np.ndarray, pred: np.ndarray, labels: list[str],
+                   weights: np.ndarray) -> np.ndarray:
+    """F1 of each of ``labels`` (columns) for each row of ``weights`` (utterance counts).
 
     F1 = 2tp / (2tp + fp + fn), 0 where a label is neither predicted nor present, as
     scikit-learn's ``f1_score(..., zero_division=0)``.
@@ -59,8 +59,13 @@ def new_intent_errors(gold: np.ndarray, pred: np.ndarray, labels: list[str],
     counts = np.einsum("bn,nkc->bkc", weights, _f1_counts(gold, pred, labels))
     tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
     denom = 2 * tp + fp + fn
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    return 1.0 - f1.mean(axis=1)
+    return np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+
+
+def new_intent_errors(gold: np.ndarray, pred: np.ndarray, labels: list[str],
+                      weights: np.ndarray) -> np.ndarray:
+    """1 - macro-F1 over ``labels`` for each row of ``weights`` (utterance counts)."""
+    return 1.0 - new_intent_f1s(gold, pred, labels, weights).mean(axis=1)
 
 
 def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
+from winnow.pipelines.intent_workflow import _f1_at_target_fraction
 from winnow.pipelines.significance import (DATA_FRACTION_TARGET, data_fraction_bootstrap,
-                                           new_intent_errors, resample_weights)
+                                           new_intent_errors, resample_weights,
+                                           save_curve_predictions)
 
 LABELS = ["a", "b", "c"]
 SHARE = f"share_at_most_{DATA_FRACTION_TARGET}"
@@ -100,3 +102,46 @@ def test_intent_run_reports_the_bootstrap_next_to_the_point_estimate(reference_r
         boot = metrics[f"{name}.data_fraction_bootstrap"]
         assert 0 < boot["ci95_low"] <= boot["median"] <= boot["ci95_high"] <= 1
         assert 0 <= boot[SHARE] <= 1
+
+
+def test_intent_run_reports_each_new_intents_f1_at_the_target_share(reference_run):
+    metrics = json.loads((reference_run / "metrics.json").read_text())
+    curves = json.loads((reference_run / "curves" / "curves.json").read_text())
+    with np.load(reference_run / "curves" / "predictions.npz") as z:
+        preds = {k: z[k] for k in z.files}
+    added = [p["added"] for p in curves["relevance_topk"]]
+    point = max(i for i, n in enumerate(added) if n <= DATA_FRACTION_TARGET * added[-1])
+    assert point < len(added) - 1  # a point short of the full budget, not the budget itself
+    assert metrics["f1_at_40pct.added"] == added[point]
+    for intent in ("alarm_set", "play_podcasts", "weather_query"):
+        got = metrics[f"f1_at_40pct.{intent}"]
+        for name in ("random", "relevance_topk", "diversity", "oracle"):
+            want = f1_score(preds["gold"], preds[f"{name}.{point}"], labels=[intent],
+                            average=None, zero_division=0)[0]
+            assert got[name] == pytest.approx(want, abs=1e-4)
+        full = f1_score(preds["gold"], preds[f"relevance_topk.{len(added) - 1}"], labels=[intent],
+                        average=None, zero_division=0)[0]
+        assert got["full_budget"] == pytest.approx(full, abs=1e-4)
+
+
+def test_f1_at_the_target_share_reads_the_last_point_within_it(tmp_path):
+    rng = np.random.default_rng(0)
+    gold = _labels(rng, 300)
+    added = [10, 30, 40, 41, 100]  # 40 of 100 is exactly the 0.4 share: the point to read
+    preds = {name: [_corrupt(rng, gold, rng.choice(300, 20 * (5 - i), replace=False))
+                    for i in range(len(added))]
+             for name in ("random", "relevance_topk", "diversity", "oracle")}
+    save_curve_predictions(tmp_path / "predictions.npz", gold.tolist(), LABELS,
+                           {k: [p.tolist() for p in v] for k, v in preds.items()})
+    curves = {name: [{"added": n} for n in added] for name in preds}
+    got = _f1_at_target_fraction(tmp_path, curves)
+    assert got["f1_at_40pct.added"] == 40
+    for k, intent in enumerate(LABELS):
+        for name in preds:
+            want = f1_score(gold, preds[name][2], labels=LABELS, average=None, zero_division=0)[k]
+            assert got[f"f1_at_40pct.{intent}"][name] == pytest.approx(want, abs=1e-4)
+        full = f1_score(gold, preds["relevance_topk"][-1], labels=LABELS, average=None,
+                        zero_division=0)[k]
+        assert got[f"f1_at_40pct.{intent}"]["full_budget"] == pytest.approx(full, abs=1e-4)
+    assert _f1_at_target_fraction(tmp_path, {n: [{"added": 50}, {"added": 100}]
+                                             for n in preds}) == {}
