@@ -87,7 +87,7 @@ def _scored(rows: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
     return ([d["score"] for d in scored if d["kept"]], [d["score"] for d in scored if not d["kept"]])
 
 
-def _intent_sections(run: Path) -> list[str]:
+def _intent_sections(run: Path, metrics: dict[str, Any]) -> list[str]:
     plt = _plt()
     parts = []
     rows = read_jsonl_shards(run / "pool", "kept") + read_jsonl_shards(run / "pool", "dropped")
@@ -129,7 +129,8 @@ def _intent_sections(run: Path) -> list[str]:
         if any(n in REFERENCE_ORDERS for n in data):
             caption += ("<p>Dashed: the oracle reference, which adds first the candidates whose "
                         "hidden pool label is the new intent; no selector sees those labels.</p>")
-        parts.append("<h2>Error vs added data</h2>" + _png(fig) + caption)
+        parts.append("<h2>Error vs added data</h2>" + _png(fig) + caption
+                     + _f1_at_target_table(metrics))
     emb = run / "embeddings.npz"
     corpus = run / "corpus" / "corpus.jsonl"
     if emb.exists() and corpus.exists():
@@ -212,6 +213,23 @@ def _error_bands(path: Path, curves: dict[str, list[dict[str, Any]]]
     return bands
 
 
+def _f1_at_target_table(metrics: dict[str, Any]) -> str:
+    """Each new intent's F1 per order at the target's share of the budget (``f1_at_40pct.*``)."""
+    prefix = f"f1_at_{round(DATA_FRACTION_TARGET * 100)}pct."
+    per_intent = {k[len(prefix):]: v for k, v in metrics.items()
+                  if k.startswith(prefix) and isinstance(v, dict)}
+    if not per_intent:
+        return ""
+    cols = sorted(next(iter(per_intent.values())), key=lambda c: (c == "full_budget", c))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    rows = "".join(f"<tr><td>{html.escape(i)}</td>"
+                   + "".join(f"<td>{f1.get(c, '')}</td>" for c in cols) + "</tr>"
+                   for i, f1 in per_intent.items())
+    return (f"<h3>F1 per new intent with {metrics[prefix + 'added']} added utterances "
+            f"({DATA_FRACTION_TARGET:.0%} of the budget or less) and with the full budget</h3>"
+            f"<table><tr><th>intent</th>{head}</tr>{rows}</table>")
+
+
 def build_report(run_dir: str | Path) -> Path:
     run = Path(run_dir)
     summary_path = run / "summary.json"
@@ -233,7 +251,7 @@ def build_report(run_dir: str | Path) -> Path:
         if name.endswith(".translations"):
             parts.append(f"<h2>Funnel: {name}</h2>" + _funnel(name, rec))
     is_lm = "bitext" in summary
-    parts += _lm_sections(run, metrics) if is_lm else _intent_sections(run)
+    parts += _lm_sections(run, metrics) if is_lm else _intent_sections(run, metrics)
     mrows = "".join(
         f"<tr><td>{html.escape(k)}</td>"
         f"<td>{html.escape(str(round(v, 4) if isinstance(v, float) else v))}</td></tr>"

@@ -1,5 +1,6 @@
 """The run report: self-contained HTML with embedded plots, rendered by headless Chromium."""
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -26,6 +27,12 @@ def test_report_has_plots_and_renders(reference_run, tmp_path):
                     "oracle reference"):
         assert heading in page
     assert "http://" not in page and "https://" not in page  # self-contained
+    metrics = json.loads((reference_run / "metrics.json").read_text())
+    f1 = metrics["f1_at_40pct.weather_query"]
+    assert (f"F1 per new intent with {metrics['f1_at_40pct.added']} added utterances" in page
+            and "<tr><td>weather_query</td>" + "".join(f"<td>{f1[c]}</td>" for c in (
+                "diversity", "oracle", "random", "relevance_topk", "full_budget"))
+            + "</tr>" in page)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("Debian chromium not installed (make setup installs it as root)")
