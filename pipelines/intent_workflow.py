@@ -22,9 +22,10 @@ from winnow.pipelines.data_access import (EmbeddingCache, read_input, read_jsonl
                                           write_parquet)
 from winnow.pipelines.pool_scoring import build_pool_scoring, norm_key, unique_ids
 from winnow.pipelines.records import Utterance, to_dict, utterance_from_dict
-from winnow.pipelines.significance import (DATA_FRACTION_TARGET, RESAMPLES,
-                                           data_fraction_bootstrap, load_curve_predictions,
-                                           new_intent_errors, new_intent_f1s, resample_weights,
+from winnow.pipelines.significance import (DATA_FRACTION_TARGET, F1_AT_TARGET, RESAMPLES,
+                                           CurvePredictions, data_fraction_bootstrap,
+                                           load_curve_predictions, new_intent_errors,
+                                           new_intent_f1s, resample_weights,
                                            save_curve_predictions)
 from winnow.pipelines.stages import StageRunner, write_json
 from winnow.selectors.annotation import parse_annotation
@@ -463,8 +464,9 @@ def intent_metrics(cfg: IntentConfig, st: StageRunner) -> dict[str, Any]:
         div_added = m["diversity.added_for_target"]
         m["diversity.data_fraction"] = (div_added / rel["added"]) if div_added and rel["added"] else None
         if rel["added"]:
-            m.update(_data_fraction_bootstraps(cfg, out / "curves", curves))
-            m.update(_f1_at_target_fraction(out / "curves", curves))
+            predictions = load_curve_predictions(out / "curves" / "predictions.npz")
+            m.update(_data_fraction_bootstraps(cfg, predictions, curves))
+            m.update(_f1_at_target_fraction(predictions, curves))
     m.update(_selection_quality(cfg))
     m.update(_candidate_quality(cfg))
     para = st.records["paraphrase"]["stats"]
@@ -480,10 +482,10 @@ def intent_metrics(cfg: IntentConfig, st: StageRunner) -> dict[str, Any]:
     return m
 
 
-def _data_fraction_bootstraps(cfg: IntentConfig, curves_dir: Path,
+def _data_fraction_bootstraps(cfg: IntentConfig, predictions: CurvePredictions,
                                curves: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Paired bootstrap over the evaluation utterances of each order's data fraction."""
-    gold, labels, preds = load_curve_predictions(curves_dir / "predictions.npz")
+    gold, labels, preds = predictions
     weights = resample_weights(len(gold), RESAMPLES, cfg.seed)
     target, budget = preds["relevance_topk"][-1], curves["relevance_topk"][-1]["added"]
     return {f"{name}.data_fraction_bootstrap": data_fraction_bootstrap(
@@ -492,8 +494,8 @@ def _data_fraction_bootstraps(cfg: IntentConfig, curves_dir: Path,
             for name in COMPARED_ORDERS}
 
 
-def _f1_at_target_fraction(curves_dir: Path, curves: dict[str, list[dict[str, Any]]]
-                           ) -> dict[str, Any]:
+def _f1_at_target_fraction(predictions: CurvePredictions,
+                           curves: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Per new intent, each order's F1 at the last curve point within the target's share of
     relevance top-k's added data, next to the full-budget F1.
 
@@ -501,7 +503,7 @@ def _f1_at_target_fraction(curves_dir: Path, curves: dict[str, list[dict[str, An
     lies: an intent whose candidates an order has barely begun at that point, or a few
     evaluation utterances of a small intent.
     """
-    gold, labels, preds = load_curve_predictions(curves_dir / "predictions.npz")
+    gold, labels, preds = predictions
     budget = curves["relevance_topk"][-1]["added"]
     within = [i for i, p in enumerate(curves["relevance_topk"])
               if p["added"] <= DATA_FRACTION_TARGET * budget + 1e-9]
@@ -510,9 +512,8 @@ def _f1_at_target_fraction(curves_dir: Path, curves: dict[str, list[dict[str, An
     point, whole = within[-1], np.ones((1, len(gold)))
     f1 = {name: new_intent_f1s(gold, preds[name][point], labels, whole)[0] for name in CURVE_ORDERS}
     f1["full_budget"] = new_intent_f1s(gold, preds["relevance_topk"][-1], labels, whole)[0]
-    prefix = f"f1_at_{round(DATA_FRACTION_TARGET * 100)}pct"
-    return {f"{prefix}.added": curves["relevance_topk"][point]["added"],
-            **{f"{prefix}.{intent}": {name: round(float(v[k]), 4) for name, v in f1.items()}
+    return {f"{F1_AT_TARGET}.added": curves["relevance_topk"][point]["added"],
+            **{f"{F1_AT_TARGET}.{intent}": {name: round(float(v[k]), 4) for name, v in f1.items()}
                for k, intent in enumerate(labels)}}
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from winnow.pipelines.beam_io import read_jsonl_shards
-from winnow.pipelines.significance import (DATA_FRACTION_TARGET, RESAMPLES,
+from winnow.pipelines.significance import (DATA_FRACTION_TARGET, F1_AT_TARGET, RESAMPLES,
                                            load_curve_predictions, new_intent_errors,
                                            resample_weights)
 
@@ -215,7 +215,7 @@ def _error_bands(path: Path, curves: dict[str, list[dict[str, Any]]]
 
 def _f1_at_target_table(metrics: dict[str, Any]) -> str:
     """Each new intent's F1 per order at the target's share of the budget (``f1_at_40pct.*``)."""
-    prefix = f"f1_at_{round(DATA_FRACTION_TARGET * 100)}pct."
+    prefix = f"{F1_AT_TARGET}."
     per_intent = {k[len(prefix):]: v for k, v in metrics.items()
                   if k.startswith(prefix) and isinstance(v, dict)}
     if not per_intent:

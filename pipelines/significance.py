@@ -16,6 +16,12 @@ import numpy as np
 
 RESAMPLES = 1000
 DATA_FRACTION_TARGET = 0.4  # the project's bar: the full-budget error with <= 40% of the data
+# metrics key prefix: each new intent's F1 per order at that share of the budget
+F1_AT_TARGET = f"f1_at_{round(DATA_FRACTION_TARGET * 100)}pct"
+
+
+# gold labels, the new intents, and per order the predictions at each curve point
+CurvePredictions = tuple[np.ndarray, list[str], dict[str, list[np.ndarray]]]
 
 
 def save_curve_predictions(path: Path, gold: list[str], labels: list[str],
@@ -27,7 +33,7 @@ def save_curve_predictions(path: Path, gold: list[str], labels: list[str],
     np.savez_compressed(path, **{k: np.array(v, dtype=str) for k, v in arrays.items()})
 
 
-def load_curve_predictions(path: Path) -> tuple[np.ndarray, list[str], dict[str, list[np.ndarray]]]:
+def load_curve_predictions(path: Path) -> CurvePredictions:
     """``save_curve_predictions``' file back: gold, the new intents, predictions per order."""
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
