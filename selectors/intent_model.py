@@ -20,8 +20,8 @@ class IntentClassifier:
 
     Why: a new intent starts with ~10 seeds against hundreds per existing intent, and the
     plain model rarely predicts it.  Measured on MASSIVE en-US dev (the ``make
-    eval-intent`` setting; README), p = 1 cuts the seed-only new-intent error from 0.418
-    to 0.238.
+    eval-intent`` setting; docs/intent-evaluation.md), p = 1 cuts the seed-only new-intent
+    error from 0.418 to 0.238.
     """
 
     def __init__(self, c: float = DEFAULT_C, seed: int = 0, class_weight: float = 0.0):
