@@ -59,8 +59,10 @@ data-dev: setup
 	$(BIN)/winnow split-by-id $(WINNOW_DATA)/massive/output_folder/de/dev.jsonl runs/data/massive-de-DE-devtest.jsonl --fraction 0.2
 	$(BIN)/winnow split-by-id $(WINNOW_DATA)/snips_multilingual_test/paper_data/snips/langs/hi_typos_0.05/test/data.tsv runs/data/snips-hi-devtest.tsv --fraction 0.25 --header
 
+# ARGS passes overrides on: make eval-intent ARGS="--set eval.test_path=PATH"
+ARGS ?=
 eval-intent: data-dev
-	$(BIN)/winnow eval-intent configs/massive-intent.yaml
+	$(BIN)/winnow eval-intent configs/massive-intent.yaml $(ARGS)
 
 # several draws of the seeds (~20 min each from scratch; finished draws are reused), then
 # every metric side by side with its mean and sd: make eval-intent-draws SEEDS="14 15 16"
@@ -68,14 +70,14 @@ SEEDS ?= 14 15 16 17
 eval-intent-draws: data-dev
 	for s in $(SEEDS); do echo "== draw: seed $$s -> runs/massive-intent-s$$s"; \
 	  $(BIN)/winnow eval-intent configs/massive-intent.yaml --set seed=$$s \
-	  --set output_dir=runs/massive-intent-s$$s >/dev/null || exit 1; done
+	  --set output_dir=runs/massive-intent-s$$s $(ARGS) >/dev/null || exit 1; done
 	$(BIN)/winnow compare $(foreach s,$(SEEDS),runs/massive-intent-s$(s))
 
 eval-lm: data-dev
-	$(BIN)/winnow eval-lm configs/massive-de.yaml
+	$(BIN)/winnow eval-lm configs/massive-de.yaml $(ARGS)
 
 eval-lm-hi: data-dev
-	$(BIN)/winnow eval-lm configs/snips-hi.yaml
+	$(BIN)/winnow eval-lm configs/snips-hi.yaml $(ARGS)
 
 clean:
 	rm -rf runs
