@@ -2,7 +2,8 @@
 import json
 from types import SimpleNamespace
 
-from winnow.pipelines.intent_workflow import _candidate_quality, curve_orders, pool_label
+from winnow.pipelines.intent_workflow import (_candidate_quality, _hidden_truth, _selection_quality,
+                                              curve_orders, pool_label)
 
 
 def _cand(i: int, intent: str, score: float) -> dict:
@@ -45,11 +46,13 @@ def test_pool_label_knows_massive_hidden_labels_and_labelled_distractors_alike()
     assert pool_label(truth, {"id": "lm:13"}) == ""
 
 
-def test_candidate_quality_counts_what_the_curves_add_by_hidden_label(tmp_path):
-    def write(rel: str, rows: list[dict]) -> None:
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text("".join(json.dumps(r) + "\n" for r in rows))
+def _write(root, rel: str, rows: list[dict]) -> None:
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_text("".join(json.dumps(r) + "\n" for r in rows))
 
+
+def test_candidate_quality_counts_what_the_curves_add_by_hidden_label(tmp_path):
+    write = lambda rel, rows: _write(tmp_path, rel, rows)  # noqa: E731
     sel = lambda i, target, **kw: {"id": i, "text": i, "_decision": {"intent": target}, **kw}  # noqa: E731
     write("prepare/pool_labels.jsonl", [{"id": "1", "intent": "alarm_set"},
                                         {"id": "2", "intent": "alarm_set"}])
@@ -65,8 +68,35 @@ def test_candidate_quality_counts_what_the_curves_add_by_hidden_label(tmp_path):
          ("snips:GetWeather:0", "weather_query"), ("lm:3", "weather_query"),
          ("lm:4", "weather_query")]])
     cfg = SimpleNamespace(output_dir=str(tmp_path), new_intents=["alarm_set", "weather_query"])
-    q = _candidate_quality(cfg)
+    q = _candidate_quality(cfg, _hidden_truth(tmp_path))
     assert q["candidates.labels"] == {
         "alarm_set": {"same_label": 2, "other_label": 0, "unlabelled": 0},
         "weather_query": {"same_label": 0, "other_label": 2, "unlabelled": 1}}
     assert q["candidates.precision"] == 2 / 5
+
+
+def test_selection_quality_is_reported_overall_and_per_intent(tmp_path):
+    def row(i: str, text: str, target: str, rule: str = "", **kw) -> dict:
+        return {"id": i, "text": text, **kw,
+                "_decision": {"kept": not rule, "rule": rule, "intent": target}}
+
+    truth = {"1": "alarm_set", "2": "alarm_set", "3": "weather_query", "4": "weather_query",
+             "6": "alarm_set"}
+    _write(tmp_path, "pool/kept-00000-of-00001.jsonl", [
+        row("1", "wake me at six", "alarm_set"),
+        row("hwu64:5", "alarm at 7 please", "alarm_set", intent="alarm_set"),
+        row("lm:3", "set the mood", "alarm_set", intent=""),
+        row("snips:0", "will it rain in paris", "weather_query", intent="GetWeather"),
+        row("snips:1", "forecast for rome", "weather_query", intent="GetWeather"),
+        row("3", "is it sunny", "weather_query")])
+    _write(tmp_path, "pool/dropped-00000-of-00001.jsonl", [
+        row("4", "do i need an umbrella", "weather_query", rule="below_top_k"),
+        row("2", "Wake me at  six", "alarm_set", rule="duplicate"),  # the same text as "1"
+        row("6", "alarm for noon", "alarm_set", rule="in_seed_or_eval_set")])  # not in the pool
+    cfg = SimpleNamespace(output_dir=str(tmp_path), new_intents=["alarm_set", "weather_query"])
+    q = _selection_quality(cfg, truth)
+    assert q["selection.precision"] == 3 / 6
+    assert q["selection.recall"] == 3 / 4
+    assert q["selection.per_intent"] == {
+        "alarm_set": {"kept": 3, "relevant": 2, "precision": 0.6667, "recall": 1.0},
+        "weather_query": {"kept": 3, "relevant": 2, "precision": 0.3333, "recall": 0.5}}
