@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import apache_beam as beam
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from winnow.pipelines.beam_io import check_accounting, pipeline_options, read_jsonl_shards, run_pipeline
@@ -49,7 +49,7 @@ def test_score_dofn_in_test_pipeline():
 
     recs = [Utterance(id="1", text="set an alarm at seven"), Utterance(id="2", text="is it sunny")]
     js = [{"weights": x.weights, "bias": x.bias, "label": x.label} for x in (m, w)]
-    with TestPipeline() as p:
+    with test_pipeline.TestPipeline() as p:
         labels = (p | beam.Create(recs) | beam.BatchElements(min_batch_size=2)
                   | beam.ParDo(ScoreRelevance(js))
                   | beam.Map(lambda kv: (kv[1][1], kv[0])))
