@@ -568,9 +568,9 @@ def _selection_quality(cfg: IntentConfig, truth: dict[str, str]) -> dict[str, An
     """Precision/recall of relevance selection against the hidden labels of the pool.
 
     Per intent too: one overall recall hides where the misses are. With the shipped MASSIVE
-    config four intents keep nearly all their hidden utterances, while weather_query's top-k
-    fills with SNIPS weather requests (``GetWeather``, not counted as weather_query) and keeps
-    only a fraction of MASSIVE's.
+    config four intents keep most of their hidden utterances, while SNIPS weather requests
+    (``GetWeather``, not counted as weather_query) take most of weather_query's top-k, which
+    then keeps a sixth of MASSIVE's.
     """
     rows = (read_jsonl_shards(Path(cfg.output_dir) / "pool", "kept")
             + read_jsonl_shards(Path(cfg.output_dir) / "pool", "dropped"))
