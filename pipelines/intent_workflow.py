@@ -572,8 +572,8 @@ def _selection_quality(cfg: IntentConfig, truth: dict[str, str]) -> dict[str, An
     (``GetWeather``, not counted as weather_query) take most of weather_query's top-k, which
     then keeps a sixth of MASSIVE's.
     """
-    rows = (read_jsonl_shards(Path(cfg.output_dir) / "pool", "kept")
-            + read_jsonl_shards(Path(cfg.output_dir) / "pool", "dropped"))
+    pool = Path(cfg.output_dir) / "pool"
+    rows = read_jsonl_shards(pool, "kept") + read_jsonl_shards(pool, "dropped")
     relevant: dict[str, set[str]] = defaultdict(set)  # intent -> texts of the pool
     found: dict[str, set[str]] = defaultdict(set)  # intent -> texts kept for that intent
     kept, right = Counter(), Counter()

@@ -52,17 +52,16 @@ def _write(root, rel: str, rows: list[dict]) -> None:
 
 
 def test_candidate_quality_counts_what_the_curves_add_by_hidden_label(tmp_path):
-    write = lambda rel, rows: _write(tmp_path, rel, rows)  # noqa: E731
     sel = lambda i, target, **kw: {"id": i, "text": i, "_decision": {"intent": target}, **kw}  # noqa: E731
-    write("prepare/pool_labels.jsonl", [{"id": "1", "intent": "alarm_set"},
-                                        {"id": "2", "intent": "alarm_set"}])
-    write("pool/selected.jsonl", [
+    _write(tmp_path, "prepare/pool_labels.jsonl", [{"id": "1", "intent": "alarm_set"},
+                                                  {"id": "2", "intent": "alarm_set"}])
+    _write(tmp_path, "pool/selected.jsonl", [
         sel("1", "alarm_set"), sel("2", "weather_query"),  # hidden MASSIVE: right, wrong
         sel("hwu64:5", "alarm_set", intent="alarm_set"),
         sel("snips:GetWeather:0", "weather_query", intent="GetWeather"),
         sel("lm:3", "weather_query", intent=""),
         sel("lm:4", "alarm_set", intent="")])  # self-labelled otherwise: not a candidate
-    write("self_training/self_labels.jsonl", [
+    _write(tmp_path, "self_training/self_labels.jsonl", [
         {"id": i, "intent": t, "confidence": 0.9} for i, t in
         [("1", "alarm_set"), ("2", "weather_query"), ("hwu64:5", "alarm_set"),
          ("snips:GetWeather:0", "weather_query"), ("lm:3", "weather_query"),
