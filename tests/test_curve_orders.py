@@ -2,8 +2,8 @@
 import json
 from types import SimpleNamespace
 
-from winnow.pipelines.intent_workflow import (_candidate_quality, _hidden_truth, _selection_quality,
-                                              curve_orders, pool_label)
+from winnow.pipelines.intent_candidates import curve_orders, hidden_truth, pool_label
+from winnow.pipelines.intent_metrics import candidate_quality, selection_quality
 
 
 def _cand(i: int, intent: str, score: float) -> dict:
@@ -67,7 +67,7 @@ def test_candidate_quality_counts_what_the_curves_add_by_hidden_label(tmp_path):
          ("snips:GetWeather:0", "weather_query"), ("lm:3", "weather_query"),
          ("lm:4", "weather_query")]])
     cfg = SimpleNamespace(output_dir=str(tmp_path), new_intents=["alarm_set", "weather_query"])
-    q = _candidate_quality(cfg, _hidden_truth(tmp_path))
+    q = candidate_quality(cfg, hidden_truth(tmp_path))
     assert q["candidates.labels"] == {
         "alarm_set": {"same_label": 2, "other_label": 0, "unlabelled": 0},
         "weather_query": {"same_label": 0, "other_label": 2, "unlabelled": 1}}
@@ -93,7 +93,7 @@ def test_selection_quality_is_reported_overall_and_per_intent(tmp_path):
         row("2", "Wake me at  six", "alarm_set", rule="duplicate"),  # the same text as "1"
         row("6", "alarm for noon", "alarm_set", rule="in_seed_or_eval_set")])  # not in the pool
     cfg = SimpleNamespace(output_dir=str(tmp_path), new_intents=["alarm_set", "weather_query"])
-    q = _selection_quality(cfg, truth)
+    q = selection_quality(cfg, truth)
     assert q["selection.precision"] == 3 / 6
     assert q["selection.recall"] == 3 / 4
     assert q["selection.per_intent"] == {

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from winnow.pipelines.intent_workflow import _f1_at_target_fraction
+from winnow.pipelines.intent_metrics import f1_at_target_fraction
 from winnow.pipelines.significance import (DATA_FRACTION_TARGET, data_fraction_bootstrap,
                                            load_curve_predictions, new_intent_errors,
                                            resample_weights, save_curve_predictions)
@@ -135,7 +135,7 @@ def test_f1_at_the_target_share_reads_the_last_point_within_it(tmp_path):
                            {k: [p.tolist() for p in v] for k, v in preds.items()})
     curves = {name: [{"added": n} for n in added] for name in preds}
     predictions = load_curve_predictions(tmp_path / "predictions.npz")
-    got = _f1_at_target_fraction(predictions, curves)
+    got = f1_at_target_fraction(predictions, curves)
     assert got["f1_at_40pct.added"] == 40
     for k, intent in enumerate(LABELS):
         for name in preds:
@@ -144,5 +144,5 @@ def test_f1_at_the_target_share_reads_the_last_point_within_it(tmp_path):
         full = f1_score(gold, preds["relevance_topk"][-1], labels=LABELS, average=None,
                         zero_division=0)[k]
         assert got[f"f1_at_40pct.{intent}"]["full_budget"] == pytest.approx(full, abs=1e-4)
-    assert _f1_at_target_fraction(predictions, {n: [{"added": 50}, {"added": 100}]
+    assert f1_at_target_fraction(predictions, {n: [{"added": 50}, {"added": 100}]
                                                 for n in preds}) == {}

@@ -1,0 +1,67 @@
+"""The candidates that the curves add, the orders they add them in, and their hidden labels.
+
+Shared by the intent workflow's stages (diversity, curves, corpus) and its metrics, so that
+both read a run's candidates and judge them by one rule.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from winnow.pipelines.data_access import read_jsonl
+
+CURVE_ORDERS = ("random", "relevance_topk", "diversity", "oracle")
+
+
+def curve_orders(cands: dict[str, list[dict[str, Any]]], diversity: dict[str, list[str]],
+                 hidden_labels: dict[str, str], seed: int
+                 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Per order and intent, the candidates in the order the curves add them.
+
+    ``random`` shuffles the relevance order (seeded); ``oracle`` is a reference, not a
+    selector: it takes the same shuffle but puts first the candidates whose hidden pool label
+    (``pool_label``: MASSIVE's own or the source's, unseen by every selector) is the intent
+    they were selected for, so the curves show how close the data could come to its
+    full-budget error if the labels of the pool were known.
+    """
+    rng = random.Random(seed)
+    orders: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in CURVE_ORDERS}
+    for intent, cs in cands.items():
+        by_id = {c["id"]: c for c in cs}
+        rel = sorted(cs, key=lambda c: (-c["_decision"]["score"], c["id"]))
+        shuffled = rel[:]
+        rng.shuffle(shuffled)
+        orders["relevance_topk"][intent] = rel
+        orders["random"][intent] = shuffled
+        orders["diversity"][intent] = [by_id[i] for i in diversity[intent] if i in by_id]
+        orders["oracle"][intent] = sorted(shuffled,
+                                          key=lambda c: hidden_labels.get(c["id"]) != intent)
+    return orders
+
+
+def candidates(out: Path, new_intents: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Relevance-selected utterances self-labelled as the intent they were selected for."""
+    labels = {r["id"]: r for r in read_jsonl(out / "self_training" / "self_labels.jsonl")}
+    cands: dict[str, list[dict[str, Any]]] = {i: [] for i in new_intents}
+    for r in read_jsonl(out / "pool" / "selected.jsonl"):
+        target = r["_decision"]["intent"]
+        lab = labels.get(r["id"])
+        if lab and lab["intent"] == target:
+            cands[target].append({**r, "confidence": lab["confidence"]})
+    return cands
+
+
+def hidden_truth(out: Path) -> dict[str, str]:
+    """MASSIVE's intent for each of the new intents' train utterances hidden in the pool."""
+    return {r["id"]: r["intent"] for r in read_jsonl(out / "prepare" / "pool_labels.jsonl")}
+
+
+def pool_label(truth: dict[str, str], record: dict[str, Any]) -> str:
+    """A pool record's true intent as far as it is known, for evaluation only.
+
+    MASSIVE's own label for the hidden train utterances, else the label its source file
+    carries (HWU64 names intents as MASSIVE does; SNIPS has names of its own, so its
+    weather requests never count as weather_query), else '' (plain text, e.g. SLURP's).
+    """
+    return truth.get(record["id"]) or record.get("intent") or ""
