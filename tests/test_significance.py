@@ -145,4 +145,4 @@ def test_f1_at_the_target_share_reads_the_last_point_within_it(tmp_path):
                         zero_division=0)[k]
         assert got[f"f1_at_40pct.{intent}"]["full_budget"] == pytest.approx(full, abs=1e-4)
     assert f1_at_target_fraction(predictions, {n: [{"added": 50}, {"added": 100}]
-                                                for n in preds}) == {}
+                                               for n in preds}) == {}
