@@ -40,6 +40,20 @@ def curve_orders(cands: dict[str, list[dict[str, Any]]], diversity: dict[str, li
     return orders
 
 
+def curve_points(counts: list[int], points: list[int], budget_per_intent: int) -> list[int]:
+    """The per-intent sizes at which the curves are measured, ending at the full budget.
+
+    The full budget is what the diversity selector adds (its rounds x batch size per
+    intent), or every candidate of the largest intent where there are fewer: each order
+    then picks that many of an intent's candidates -- relevance top-k its highest scored,
+    diversity its worst paraphrases, random a random draw.  Where an intent has more
+    candidates than the budget, the orders end on different sets, so the curves compare
+    selections, not only the order in which the same set is added.
+    """
+    full = min(max(counts, default=0), budget_per_intent)
+    return sorted({p for p in points if p < full} | {full})
+
+
 def candidates(out: Path, new_intents: list[str]) -> dict[str, list[dict[str, Any]]]:
     """Relevance-selected utterances self-labelled as the intent they were selected for."""
     labels = {r["id"]: r for r in read_jsonl(out / "self_training" / "self_labels.jsonl")}

@@ -21,7 +21,7 @@ from winnow.pipelines.config import InputFile, IntentConfig, section_hash
 from winnow.pipelines.data_access import (EmbeddingCache, read_input, read_jsonl, write_jsonl,
                                           write_parquet)
 from winnow.pipelines.intent_candidates import (CURVE_ORDERS, candidates, curve_orders,
-                                                hidden_truth, pool_label)
+                                                curve_points, hidden_truth, pool_label)
 from winnow.pipelines.intent_metrics import intent_metrics
 from winnow.pipelines.pool_scoring import build_pool_scoring, norm_key, unique_ids
 from winnow.pipelines.records import Utterance, to_dict, utterance_from_dict
@@ -290,8 +290,8 @@ class IntentRun:
         truth = hidden_truth(self.out)
         hidden = {c["id"]: pool_label(truth, c) for cs in cands.values() for c in cs}
         orders = curve_orders(cands, div, hidden, cfg.seed)
-        budget = max((len(v) for v in cands.values()), default=0)
-        points = sorted({p for p in cfg.curve_points if p < budget} | {budget})
+        points = curve_points([len(v) for v in cands.values()], cfg.curve_points,
+                              cfg.diversity.rounds * cfg.diversity.batch_size)
         base = existing + seeds
         results: dict[str, list[dict[str, float]]] = {}
         predictions: dict[str, list[list[str]]] = {}
@@ -311,7 +311,7 @@ class IntentRun:
         # per-utterance predictions, so that intent_metrics can bootstrap the evaluation file
         save_curve_predictions(d / "predictions.npz", [r.intent for r in test], cfg.new_intents,
                                predictions)
-        return {"budget_per_intent": budget, "points": len(points)}
+        return {"budget_per_intent": points[-1], "points": len(points)}
 
     def upper_bound(self, d: Path) -> dict[str, Any]:
         test = self._load("prepare", "test.jsonl")
@@ -369,7 +369,8 @@ class IntentRun:
 # in the stage keys, so that a run whose outputs lack a property listed here redoes the stage
 POOL_OUTPUTS = ("selected.jsonl: ids unique (id@source where records collide)",)
 CURVES_OUTPUTS = ("curves.json", "predictions.npz: gold, new_intents, <order>.<point index>",
-                  "orders: " + ", ".join(CURVE_ORDERS))
+                  "orders: " + ", ".join(CURVE_ORDERS),
+                  "full budget: diversity rounds x batch_size per intent")
 STAGES = ("prepare", "relevance", "pool", "self_training", "paraphrase", "diversity", "curves",
           "upper_bound", "corpus")
 

@@ -2,7 +2,8 @@
 import json
 from types import SimpleNamespace
 
-from winnow.pipelines.intent_candidates import curve_orders, hidden_truth, pool_label
+from winnow.pipelines.intent_candidates import (curve_orders, curve_points, hidden_truth,
+                                                pool_label)
 from winnow.pipelines.intent_metrics import candidate_quality, selection_quality
 
 
@@ -33,6 +34,15 @@ def test_every_order_adds_the_same_candidates_and_the_oracle_puts_true_labels_fi
     assert ids("oracle", "weather_query")[0] == "c10"
     assert curve_orders(cands, diversity, hidden, seed=3) == orders  # seeded
     assert ids("random", "alarm_set") != ids("relevance_topk", "alarm_set")
+
+
+def test_curves_end_at_the_diversity_budget_or_at_the_largest_intent_when_it_is_smaller():
+    # the diversity selector adds 400 per intent; weather has 1,467 candidates: every order
+    # stops at 400, so relevance top-k ends on its 400 best scored and diversity chooses
+    assert curve_points([197, 1467, 115], [20, 76, 100, 400, 800], 400) == [20, 76, 100, 400]
+    # fewer candidates than the budget: the full budget is the largest intent's candidates
+    assert curve_points([197, 380, 115], [20, 76, 100, 400, 800], 400) == [20, 76, 100, 380]
+    assert curve_points([], [20, 76], 400) == [0]
 
 
 def test_pool_label_knows_massive_hidden_labels_and_labelled_distractors_alike():
