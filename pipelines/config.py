@@ -100,6 +100,10 @@ class DiversitySettings(Strict):
     confident_fraction: float = Field(
         1.0, gt=0.0, le=1.0, description="pick from the most confidently self-labelled "
         "fraction of an intent's candidates first (1.0: all candidates alike)")
+    in_domain_weighting: bool = Field(
+        True, description="multiply each candidate's novelty by the probability that a "
+        "domain classifier (annotated data against the selected pool) gives it of looking "
+        "like the annotated data (false: the paper's plain worst-paraphrase-first order)")
 
 
 class IntentConfig(Strict):

@@ -30,6 +30,7 @@ from winnow.pipelines.stages import StageRunner, write_json
 from winnow.selectors.annotation import parse_annotation
 from winnow.selectors.diversity import confidence_tiers, diversity_order
 from winnow.selectors.embeddings import encode, load_encoder
+from winnow.selectors.in_domain import in_domain_probability
 from winnow.selectors.intent_model import IntentClassifier
 from winnow.selectors.ngram_relevance import NgramRelevanceModel
 from winnow.selectors.paraphrase import (Example, ParaphraseDetector, generate_pairs,
@@ -258,23 +259,42 @@ class IntentRun:
         tagger, types = pickle.loads((self.out / "paraphrase" / "tagger.pkl").read_bytes())
         encoder = load_encoder(str(self.out / "paraphrase" / "encoder"))
         seeds = self._load("prepare", "seeds.jsonl")
+        all_cands = candidates(self.out, self.cfg.new_intents)
+        in_domain = (self._in_domain_probability(seeds)
+                     if self.cfg.diversity.in_domain_weighting else {})
         rows, stats = [], {}
-        for intent, cands in candidates(self.out, self.cfg.new_intents).items():
+        for intent, cands in all_cands.items():
             if not cands:
                 continue
+            weights = ([in_domain[r["text"]] for r in cands] if in_domain else None)
             c_emb = self._pair_vectors(encoder, [r["text"] for r in cands], tagger, types)
             a_emb = self._pair_vectors(encoder, [r.text for r in seeds if r.intent == intent],
                                        tagger, types)
             order = diversity_order(det, c_emb, a_emb, self.cfg.diversity.batch_size,
                                     self.cfg.diversity.rounds,
                                     confidence_tiers([r["confidence"] for r in cands],
-                                                     self.cfg.diversity.confident_fraction))
+                                                     self.cfg.diversity.confident_fraction),
+                                    weights)
             for rank, (i, rnd, prob) in enumerate(order):
                 rows.append({"id": cands[i]["id"], "intent": intent, "rank": rank, "round": rnd,
-                             "max_paraphrase_prob": round(prob, 6)})
+                             "max_paraphrase_prob": round(prob, 6),
+                             "in_domain_prob": round(weights[i], 6) if weights else None})
             stats[intent] = len(order)
+            if weights:
+                stats[f"{intent}.in_domain_mean"] = round(float(np.mean(weights)), 4)
+                stats[f"{intent}.in_domain_mean_selected"] = round(
+                    float(np.mean([weights[i] for i, _, _ in order])), 4)
         write_jsonl(d / "diversity_order.jsonl", rows)
         return stats
+
+    def _in_domain_probability(self, seeds: list[Utterance]) -> dict[str, float]:
+        """Per selected pool text, the domain classifier's probability that it looks like
+        the annotated data (``selectors/in_domain.py``), over the intent model's cached
+        sentence embeddings."""
+        annotated = sorted({r.text for r in self._load("prepare", "existing.jsonl") + seeds})
+        pool = sorted({r["text"] for r in read_jsonl(self.out / "pool" / "selected.jsonl")})
+        p = in_domain_probability(self.emb.get(annotated), self.emb.get(pool), self.cfg.seed)
+        return dict(zip(pool, p.tolist()))
 
     def curves(self, d: Path) -> dict[str, Any]:
         cfg = self.cfg
@@ -357,7 +377,8 @@ class IntentRun:
                                     "top_ngrams": [g for g, _ in c["_decision"]["top_ngrams"]],
                                     "intent_confidence": c["confidence"],
                                     "diversity_round": r["round"],
-                                    "max_paraphrase_prob": r["max_paraphrase_prob"]}})
+                                    "max_paraphrase_prob": r["max_paraphrase_prob"],
+                                    "in_domain_prob": r["in_domain_prob"]}})
         write_jsonl(d / "corpus.jsonl", rows)
         flat = [{**r, "slots": [f"{s['type']}={s['value']}" for s in r["slots"]],
                  "scores": json.dumps(r["scores"], sort_keys=True)} for r in rows]

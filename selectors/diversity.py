@@ -5,7 +5,9 @@ against the current annotated set is lowest -- they say something the set does n
 -- adds them to the set, and repeats against the grown set.  The running maximum
 logit per candidate is updated only against the newly added batch, so a round costs
 O(candidates x batch) after one O(candidates x annotated) pass (chunked, bounded
-memory).
+memory).  Optional per-candidate weights (e.g. the in-domain probability,
+``selectors/in_domain.py``) multiply each candidate's novelty, 1 - its best paraphrase
+probability, so that what is new *and* in the annotated data's register comes first.
 """
 from __future__ import annotations
 
@@ -27,8 +29,13 @@ def max_logits(det: ParaphraseDetector, cand: np.ndarray, ref: np.ndarray) -> np
 
 def diversity_order(det: ParaphraseDetector, cand: np.ndarray, annotated: np.ndarray,
                     batch_size: int, rounds: int | None = None,
-                    tiers: np.ndarray | None = None) -> list[tuple[int, int, float]]:
+                    tiers: np.ndarray | None = None, weights: np.ndarray | None = None
+                    ) -> list[tuple[int, int, float]]:
     """Candidate indices in selection order: (index, round, max paraphrase probability).
+
+    Each round takes the candidates of highest novelty x weight, novelty being 1 - the
+    best paraphrase probability against the grown set; without ``weights`` that is the
+    plain order of the method, the lowest best paraphrase probability first.
 
     ``tiers`` (optional, one small integer per candidate) fills each round from the
     lowest tier that still has candidates first -- e.g. tier 0 for confidently
@@ -39,11 +46,16 @@ def diversity_order(det: ParaphraseDetector, cand: np.ndarray, annotated: np.nda
     best = max_logits(det, cand, annotated)
     alive = np.ones(len(cand), dtype=bool)
     tier = np.zeros(len(cand), dtype=np.int64) if tiers is None else np.asarray(tiers)
+    with np.errstate(divide="ignore"):  # a weight of 0 puts the candidate last
+        log_w = (np.zeros(len(cand)) if weights is None
+                 else np.log(np.asarray(weights, dtype=np.float64)))
     order: list[tuple[int, int, float]] = []
     r = 0
     while alive.any() and (rounds is None or r < rounds):
         idx = np.flatnonzero(alive)
-        take = idx[np.lexsort((idx, best[idx], tier[idx]))[:batch_size]]
+        # log(novelty x weight), novelty = 1 - sigmoid(best logit) = exp(-softplus(best))
+        score = log_w[idx] - np.logaddexp(0.0, best[idx].astype(np.float64))
+        take = idx[np.lexsort((idx, -score, tier[idx]))[:batch_size]]
         for i in take:
             z = float(best[i])
             order.append((int(i), r, 1.0 / (1.0 + np.exp(-z)) if np.isfinite(z) else 0.0))

@@ -1,5 +1,6 @@
 """Template pairs, the bilinear paraphrase detector and the diversity selector."""
 import numpy as np
+import pytest
 
 from winnow.selectors.diversity import diversity_order
 from winnow.selectors.paraphrase import Example, ParaphraseDetector, generate_pairs, pair_features
@@ -14,6 +15,16 @@ EXAMPLES = [Example(a, d, i) for a, d, i in [
     ("play [artist : adele]", "play", "play_music"),
     ("put on [artist : queen] please", "play", "play_music"),
 ]]
+
+
+def toy_detector() -> ParaphraseDetector:
+    """Paraphrase logit 5 x cosine - 2 on unit rows (no slot-type term)."""
+    return ParaphraseDetector(d=np.full(6, 5.0, np.float32), s=np.zeros(6, np.float32), b=-2.0)
+
+
+def unit_rows(seed: int, n: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, 6)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def test_pairs_follow_the_definition():
@@ -39,11 +50,7 @@ def test_bilinear_form_equals_logistic_regression():
 
 
 def test_diversity_picks_least_similar_and_matches_brute_force():
-    rng = np.random.default_rng(1)
-    det = ParaphraseDetector(d=np.full(6, 5.0, np.float32), s=np.zeros(6, np.float32), b=-2.0)
-    annotated = np.eye(6, dtype=np.float32)[:1]
-    cand = rng.normal(size=(40, 6)).astype(np.float32)
-    cand /= np.linalg.norm(cand, axis=1, keepdims=True)
+    det, annotated, cand = toy_detector(), np.eye(6, dtype=np.float32)[:1], unit_rows(1, 40)
     order = diversity_order(det, cand, annotated, batch_size=3, rounds=5)
     assert len(order) == 15 and len({i for i, _, _ in order}) == 15
     # brute force: recompute against the grown set every round
@@ -62,11 +69,8 @@ def test_diversity_picks_least_similar_and_matches_brute_force():
 def test_confident_tier_is_exhausted_before_the_rest():
     from winnow.selectors.diversity import confidence_tiers
 
-    rng = np.random.default_rng(2)
-    det = ParaphraseDetector(d=np.full(6, 5.0, np.float32), s=np.zeros(6, np.float32), b=-2.0)
-    cand = rng.normal(size=(20, 6)).astype(np.float32)
-    cand /= np.linalg.norm(cand, axis=1, keepdims=True)
-    conf = rng.uniform(size=20).tolist()
+    det, cand = toy_detector(), unit_rows(2, 20)
+    conf = np.random.default_rng(2).uniform(size=20).tolist()
     tiers = confidence_tiers(conf, 0.3)
     assert tiers.sum() == 14 and set(np.flatnonzero(tiers == 0)) == set(np.argsort(conf)[-6:])
     order = diversity_order(det, cand, np.eye(6, dtype=np.float32)[:1], batch_size=4, rounds=5,
@@ -99,3 +103,58 @@ def test_fine_tuning_the_encoder_separates_paraphrases_from_hard_negatives():
     assert after > before + 0.1 and after > 0.85, (before, after)
     assert logged and logged[-1].startswith("paraphrase encoder: epoch 1/1 batch 10/10")
     assert not model.training
+
+
+def test_weights_multiply_novelty_and_without_them_the_order_is_the_plain_one():
+    det, annotated, cand = toy_detector(), np.eye(6, dtype=np.float32)[:1], unit_rows(3, 30)
+    plain = diversity_order(det, cand, annotated, batch_size=2, rounds=6)
+    assert diversity_order(det, cand, annotated, 2, 6, weights=np.ones(30)) == plain
+    # the most novel candidate, weighted 0, goes last; a near-duplicate of the annotated
+    # utterance, weighted far above the rest, comes before every plainly novel one
+    weights = np.full(30, 0.01)
+    weights[plain[0][0]] = 0.0
+    dup = int(np.argmax(cand @ annotated[0]))
+    weights[dup] = 1.0
+    order = [i for i, _, _ in diversity_order(det, cand, annotated, 1, None, weights=weights)]
+    assert order[0] == dup and order[-1] == plain[0][0]
+
+
+def test_in_domain_probability_ranks_the_annotated_register_first_and_is_cross_fitted():
+    from winnow.selectors.in_domain import in_domain_probability
+
+    rng = np.random.default_rng(4)
+    centre_in, centre_out = np.eye(8)[0] * 3, np.eye(8)[1] * 3
+    annotated = centre_in + rng.normal(size=(200, 8))
+    pool_in = centre_in + rng.normal(size=(60, 8))
+    pool_out = centre_out + rng.normal(size=(140, 8))
+    pool = np.vstack([pool_in, pool_out])
+    p = in_domain_probability(annotated, pool, seed=0)
+    assert p.shape == (200,) and ((p >= 0) & (p <= 1)).all()
+    # the pool's in-register rows, though labelled negative in training, score high
+    assert p[:60].mean() > 0.5 > p[60:].mean()
+    assert np.median(p[:60]) > np.percentile(p[60:], 95)
+    np.testing.assert_array_equal(p, in_domain_probability(annotated, pool, seed=0))
+    # cross-fitted: the even rows are scored by a model trained without them
+    from sklearn.linear_model import LogisticRegression
+    lr = LogisticRegression(C=1.0, max_iter=500, class_weight="balanced", random_state=0).fit(
+        np.vstack([annotated, pool[1::2]]), np.r_[np.ones(200), np.zeros(100)])
+    np.testing.assert_allclose(p[::2], lr.predict_proba(pool[::2])[:, 1], rtol=1e-9)
+    with pytest.raises(ValueError, match="at least 2 pool utterances"):
+        in_domain_probability(annotated, pool[:1], seed=0)
+
+
+def test_intent_run_weights_diversity_by_in_domain_probability_and_records_it(reference_run):
+    """The demo config uses the default (weighted): each picked candidate carries its
+    in-domain probability, in the selection order and in the corpus's scores."""
+    import json
+
+    rows = [json.loads(x) for x in (reference_run / "diversity" / "diversity_order.jsonl")
+            .read_text().splitlines()]
+    assert rows and all(0.0 <= r["in_domain_prob"] <= 1.0 for r in rows)
+    corpus = [json.loads(x) for x in (reference_run / "corpus" / "corpus.jsonl")
+              .read_text().splitlines()]
+    by_id = {r["id"]: r["in_domain_prob"] for r in rows}
+    picked = [r for r in corpus if r["origin"] == "self-labeled"]
+    assert picked and all(r["scores"]["in_domain_prob"] == by_id[r["id"]] for r in picked)
+    stats = json.loads((reference_run / "diversity" / "_DONE.json").read_text())["stats"]
+    assert any(k.endswith(".in_domain_mean") for k in stats)
