@@ -259,14 +259,13 @@ class IntentRun:
         tagger, types = pickle.loads((self.out / "paraphrase" / "tagger.pkl").read_bytes())
         encoder = load_encoder(str(self.out / "paraphrase" / "encoder"))
         seeds = self._load("prepare", "seeds.jsonl")
-        all_cands = candidates(self.out, self.cfg.new_intents)
         in_domain = (self._in_domain_probability(seeds)
                      if self.cfg.diversity.in_domain_weighting else {})
         rows, stats = [], {}
-        for intent, cands in all_cands.items():
+        for intent, cands in candidates(self.out, self.cfg.new_intents).items():
             if not cands:
                 continue
-            weights = ([in_domain[r["text"]] for r in cands] if in_domain else None)
+            weights = [in_domain[r["text"]] for r in cands] if in_domain else None
             c_emb = self._pair_vectors(encoder, [r["text"] for r in cands], tagger, types)
             a_emb = self._pair_vectors(encoder, [r.text for r in seeds if r.intent == intent],
                                        tagger, types)
