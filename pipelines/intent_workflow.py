@@ -30,7 +30,7 @@ from winnow.pipelines.stages import StageRunner, write_json
 from winnow.selectors.annotation import parse_annotation
 from winnow.selectors.diversity import confidence_tiers, diversity_order
 from winnow.selectors.embeddings import encode, load_encoder
-from winnow.selectors.in_domain import in_domain_probability
+from winnow.selectors.in_domain import FOLDS as IN_DOMAIN_FOLDS, in_domain_probability
 from winnow.selectors.intent_model import IntentClassifier
 from winnow.selectors.ngram_relevance import NgramRelevanceModel
 from winnow.selectors.paraphrase import (Example, ParaphraseDetector, generate_pairs,
@@ -259,10 +259,12 @@ class IntentRun:
         tagger, types = pickle.loads((self.out / "paraphrase" / "tagger.pkl").read_bytes())
         encoder = load_encoder(str(self.out / "paraphrase" / "encoder"))
         seeds = self._load("prepare", "seeds.jsonl")
+        all_cands = candidates(self.out, self.cfg.new_intents)
         in_domain = (self._in_domain_probability(seeds)
-                     if self.cfg.diversity.in_domain_weighting else {})
+                     if self.cfg.diversity.in_domain_weighting and any(all_cands.values())
+                     else {})
         rows, stats = [], {}
-        for intent, cands in candidates(self.out, self.cfg.new_intents).items():
+        for intent, cands in all_cands.items():
             if not cands:
                 continue
             weights = [in_domain[r["text"]] for r in cands] if in_domain else None
@@ -292,6 +294,10 @@ class IntentRun:
         sentence embeddings."""
         annotated = sorted({r.text for r in self._load("prepare", "existing.jsonl") + seeds})
         pool = sorted({r["text"] for r in read_jsonl(self.out / "pool" / "selected.jsonl")})
+        if len(pool) < IN_DOMAIN_FOLDS:  # too few to cross-fit: the plain order
+            self.st.log(f"diversity: {len(pool)} selected pool text(s), too few for the "
+                        "domain classifier; candidates are not weighted")
+            return {}
         p = in_domain_probability(self.emb.get(annotated), self.emb.get(pool), self.cfg.seed)
         return dict(zip(pool, p.tolist()))
 

@@ -5,9 +5,9 @@ the annotated set, and in a pool gathered from other corpora much of that is ano
 corpus's register, not a new way the assistant's users ask.  On MASSIVE, SNIPS's long
 weather requests are correct weather_query candidates, yet MASSIVE's evaluation
 utterances are short ones; the oracle that adds MASSIVE's own utterances first reaches
-the full-budget error with 15-48% of the data (five dev draws).  A logistic regression over sentence
-embeddings, annotated data (positive) against the relevance-selected pool (negative),
-gives each candidate the probability that it comes from the annotated data's
+the full-budget error with 15-48% of the data (five dev draws).  A logistic regression
+over sentence embeddings, annotated data (positive) against the relevance-selected pool
+(negative), gives each candidate the probability that it comes from the annotated data's
 distribution (cf. Moore & Lewis 2010), which the diversity selector multiplies into
 its novelty.  It needs no labels beyond what every run has.
 """
