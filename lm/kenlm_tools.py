@@ -1,4 +1,4 @@
-"""Locating and running KenLM's ``lmplz`` and ``build_binary``.
+"""Locating and running KenLM's ``lmplz``, ``build_binary`` and ``interpolate``.
 
 No PyPI wheel ships these binaries; ``make kenlm`` (part of ``make setup``) builds
 them from the kenlm sdist into ``tools/kenlm/bin``.
@@ -15,7 +15,7 @@ from pathlib import Path
 DEFAULT_ORDER = 3
 DEFAULT_MEMORY = "1G"  # lmplz -S; its own default is 80% of RAM
 _HINT = ("KenLM's {name} was not found. Build it with `make kenlm` (part of `make setup`), "
-         "or point WINNOW_KENLM_BIN at a folder that holds lmplz and build_binary.")
+         "or point WINNOW_KENLM_BIN at a folder that holds lmplz, build_binary and interpolate.")
 
 
 class KenlmNotFound(FileNotFoundError):
@@ -39,12 +39,15 @@ def kenlm_binary(name: str) -> str:
 
 
 def train_arpa(text_path: str | Path, arpa_path: str | Path, order: int = DEFAULT_ORDER,
-               memory: str = DEFAULT_MEMORY, prune: list[int] | None = None) -> Path:
+               memory: str = DEFAULT_MEMORY, prune: list[int] | None = None,
+               intermediate: str | Path | None = None) -> Path:
     """Run ``lmplz`` on normalised text (one sentence per line) and write an ARPA file.
 
     ``--discount_fallback`` keeps tiny corpora (seed sets of a few hundred lines) from
     failing Kneser-Ney discount estimation.  The ARPA is written to a temp name and
     renamed, so an interrupted run never leaves a truncated model behind.
+    ``intermediate`` also writes the model in KenLM's intermediate format under that
+    prefix, which ``interpolate`` reads.
     """
     arpa_path = Path(arpa_path)
     arpa_path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +57,8 @@ def train_arpa(text_path: str | Path, arpa_path: str | Path, order: int = DEFAUL
                "--discount_fallback", "--skip_symbols"]
         if prune:
             cmd += ["--prune", *map(str, prune)]
+        if intermediate is not None:
+            cmd += ["--intermediate", str(intermediate), "--arpa", "/dev/stdout"]
         with open(text_path, "rb") as fin, open(tmp_out, "wb") as fout:
             # lmplz draws its own progress bar: show it at a terminal, keep it for errors otherwise
             tty = sys.stderr.isatty()
@@ -80,16 +85,59 @@ def build_binary(arpa_path: str | Path, binary_path: str | Path) -> Path:
     return binary_path
 
 
-def train_lm(sentences: list[str], out_dir: str | Path, name: str, order: int = DEFAULT_ORDER,
-             memory: str = DEFAULT_MEMORY) -> tuple[Path, Path]:
-    """Normalised sentences -> ``name.txt``, ``name.arpa`` and ``name.binary`` in out_dir."""
+def write_text(sentences: list[str], path: str | Path) -> Path:
+    """Normalised sentences, one per line (empty ones left out): what lmplz and interpolate read."""
     from winnow.lm.text import normalize
 
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = (normalize(s) for s in sentences)
+    path.write_text("".join(f"{s}\n" for s in lines if s), encoding="utf-8")
+    return path
+
+
+def intermediate_prefix(out_dir: str | Path, name: str) -> Path:
+    return Path(out_dir) / f"{name}.intermediate"
+
+
+def train_lm(sentences: list[str], out_dir: str | Path, name: str, order: int = DEFAULT_ORDER,
+             memory: str = DEFAULT_MEMORY, intermediate: bool = False) -> tuple[Path, Path]:
+    """Normalised sentences -> ``name.txt``, ``name.arpa`` and ``name.binary`` in out_dir
+    (and, with ``intermediate``, the model in the format ``interpolate`` reads)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    txt = out_dir / f"{name}.txt"
-    lines = [normalize(s) for s in sentences]
-    txt.write_text("".join(f"{s}\n" for s in lines if s), encoding="utf-8")
-    arpa = train_arpa(txt, out_dir / f"{name}.arpa", order=order, memory=memory)
+    txt = write_text(sentences, out_dir / f"{name}.txt")
+    arpa = train_arpa(txt, out_dir / f"{name}.arpa", order=order, memory=memory,
+                      intermediate=intermediate_prefix(out_dir, name) if intermediate else None)
     binary = build_binary(arpa, out_dir / f"{name}.binary")
     return arpa, binary
+
+
+def interpolate(models: list[Path], tuning_text: str | Path, arpa_path: str | Path,
+                memory: str = DEFAULT_MEMORY) -> tuple[Path, list[float]]:
+    """KenLM's ``interpolate``: the models (intermediate prefixes from ``train_lm(...,
+    intermediate=True)``) combined into one ARPA, with weights tuned on ``tuning_text``.
+
+    KenLM interpolates log-linearly and renormalises (Heafield et al. 2016, "Normalized
+    log-linear interpolation of backoff language models is efficient"): p(w | h) is
+    proportional to prod_i p_i(w | h) ** weight_i, the weights chosen by Newton's method
+    to minimise the tuning text's perplexity.  The weights are returned in model order.
+    """
+    arpa_path = Path(arpa_path)
+    tmp_out = arpa_path.with_suffix(arpa_path.suffix + ".tmp")
+    with tempfile.TemporaryDirectory(prefix="interpolate-") as tmpdir, \
+            open(tmp_out, "wb") as fout:
+        cmd = [kenlm_binary("interpolate"), "-m", *map(str, models), "-t", str(tuning_text),
+               "-S", memory, "-T", f"{tmpdir}/lm"]
+        proc = subprocess.run(cmd, stdout=fout, stderr=subprocess.PIPE)
+    err = proc.stderr.decode(errors="replace")
+    if proc.returncode != 0:
+        tmp_out.unlink(missing_ok=True)
+        raise RuntimeError(f"interpolate failed on {', '.join(map(str, models))} (exit "
+                           f"{proc.returncode}):\n{err[-2000:]}")
+    weights = [float(w) for line in err.splitlines() if line.startswith("Final weights:")
+               for w in line.split(":", 1)[1].split()]
+    if len(weights) != len(models):
+        tmp_out.unlink(missing_ok=True)
+        raise RuntimeError(f"interpolate printed no weights for {len(models)} models:\n{err[-2000:]}")
+    os.replace(tmp_out, arpa_path)
+    return arpa_path, weights

@@ -49,10 +49,12 @@ class _ReadFile(beam.DoFn):
 
     def process(self, path: str) -> Iterable[Any]:
         spec = self.spec
+        per_file = Metrics.counter(NAMESPACE, f"{self.stage}/read:{path}")
         n = 0
         for rec in read_file(path, spec["format"], locale=spec.get("locale", "")):
             if isinstance(rec, Rejected):
                 self.counters.read.inc()
+                per_file.inc()
                 self.counters.rejected.inc()
                 yield beam.pvalue.TaggedOutput(REJECTED, rec)
                 continue
@@ -64,6 +66,7 @@ class _ReadFile(beam.DoFn):
                 return
             n += 1
             self.counters.read.inc()
+            per_file.inc()
             yield rec
 
 
@@ -160,6 +163,29 @@ def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOption
         value = c.committed if c.committed is not None else c.attempted
         counts[c.key.metric.name] = counts.get(c.key.metric.name, 0) + int(value or 0)
     return counts
+
+
+def source_file(record: dict[str, Any]) -> str:
+    """The input file of a written record (``source`` is ``path:line``) or dead letter."""
+    return record["file"] if "file" in record else record["source"].rsplit(":", 1)[0]
+
+
+def check_accounting_by_file(stage: str, counts: dict[str, int], kept: list[dict[str, Any]],
+                             dropped: list[dict[str, Any]], rejected: list[dict[str, Any]]
+                             ) -> dict[str, dict[str, int]]:
+    """read = kept + dropped + rejected for every input file: per-file ``read`` counters
+    against the records written for that file.  Fails loudly where a file lost records."""
+    prefix = f"{stage}/read:"
+    out = {path: {"read": n, "kept": 0, "dropped": 0, "rejected": 0}
+           for path, n in ((k[len(prefix):], v) for k, v in counts.items() if k.startswith(prefix))}
+    for name, rows in (("kept", kept), ("dropped", dropped), ("rejected", rejected)):
+        for r in rows:
+            out.setdefault(source_file(r), {"read": 0, "kept": 0, "dropped": 0, "rejected": 0})[name] += 1
+    for path, c in out.items():
+        if c["read"] != c["kept"] + c["dropped"] + c["rejected"]:
+            raise RuntimeError(f"stage {stage}: {path}: read {c['read']} != kept {c['kept']} + "
+                               f"dropped {c['dropped']} + rejected {c['rejected']}: records were lost")
+    return out
 
 
 def check_accounting(stage: str, counts: dict[str, int]) -> dict[str, int]:

@@ -38,9 +38,9 @@ TOP_K = 400
 # memory row compares the peak RSS of the two "memory" pools
 FULL = {"speed_pool": 20_000_000, "memory": (1_000_000, 10_000_000), "embed": 16384,
         "kenlm": 1_000_000,
-        "diversity": (100_000, 5_000, 20)}
+        "diversity": (100_000, 5_000, 20), "bitext_mix": (None, 0.02)}
 QUICK = {"speed_pool": 50_000, "memory": (10_000, 50_000), "embed": 512, "kenlm": 20_000,
-         "diversity": (5_000, 500, 5)}
+         "diversity": (5_000, 500, 5), "bitext_mix": (0.002, 0.002)}
 EMBED_REPEATS = 3
 EMBED_ELEMENT_BATCH = 4096  # texts per Beam element; the encoder batches them by 128
 DIVERSITY_BATCH = 50
@@ -326,6 +326,57 @@ def bench_kenlm(n: int, work: Path) -> list[dict[str, Any]]:
              "target": ">= 0.4", "peak_rss_mib": _peak_rss_mib()}]
 
 
+def _bitext_stage(config: Path, out: Path, sample: float | None, **filter_settings: Any):
+    """prepare + seed_lm, then the timed bitext stage of the LM workflow on ``config``'s
+    bitext mix (each file sampled by id hash to ``sample``): the filter as a run does it."""
+    from winnow.pipelines.config import load_config
+    from winnow.pipelines.lm_workflow import LmRun
+    from winnow.pipelines.stages import StageRunner
+
+    cfg = load_config(config, [f"output_dir={out}", "eval=null"])
+    for inp in cfg.bitext:
+        inp.sample = sample
+    for k, v in filter_settings.items():
+        setattr(cfg.bitext_filter, k, v)
+    st = StageRunner(out, quiet=True)
+    run = LmRun(cfg, ["--direct_num_workers=1"], st)
+    for name in ("prepare", "seed_lm"):
+        st.run(name, "bench", getattr(run, name))
+    seconds = _timed(lambda: st.run("bitext", "bench", run.bitext))
+    stats = st.records["bitext"]["stats"]
+    kept = {(r["id"], r["source"]) for r in
+            (json.loads(line) for line in open(out / "bitext" / "filtered.jsonl", encoding="utf-8"))}
+    return seconds, stats, kept, cfg.bitext_filter
+
+
+def bench_bitext_mix(config: Path, sample: float | None, recall_sample: float,
+                     work: Path) -> list[dict[str, Any]]:
+    """The whole bitext filter (rules, Moore-Lewis shortlist, e5 distance; general LM and
+    centroid included) on the LM config's bitext mix, in pairs read per second; and, on a
+    ``recall_sample`` of the mix, the share of the pairs that the embedding-only filter
+    (every pair embedded) keeps that the cascade keeps too, at the same keep/shortlist ratio."""
+    from winnow.pipelines.config import ConfigError
+
+    try:
+        seconds, stats, _, s = _bitext_stage(config, work / "mix", sample)
+    except ConfigError as err:  # the data sets are not beside the checkout: no row
+        print(f"bitext filter cascade: skipped ({err})", flush=True)
+        return []
+    ratio = s.shortlist / s.keep_nearest
+    keep = max(50, round(s.keep_nearest * recall_sample))
+    _, _, cascade, _ = _bitext_stage(config, work / "cascade", recall_sample, keep_nearest=keep,
+                                     shortlist=round(keep * ratio))
+    _, _, embed_only, _ = _bitext_stage(config, work / "embedding", recall_sample,
+                                        keep_nearest=keep, shortlist=None)
+    overlap = len(cascade & embed_only) / max(len(embed_only), 1)
+    return [{"stage": f"bitext filter cascade ({config.stem} mix)", "items": stats["read"],
+             "items_per_s": stats["read"] / seconds, "baseline": None, "baseline_items_per_s": None,
+             "ratio": overlap, "target": ">= 1,000 pairs/s", "peak_rss_mib": _peak_rss_mib(),
+             "note": f"{seconds / 60:.1f} min; keeps {stats['kept']:,} (shortlist {s.shortlist:,}); "
+                     f"ratio = share of the embedding-only filter's {len(embed_only):,} kept pairs "
+                     f"that the cascade keeps ({recall_sample:.0%} sample, keep {keep:,})"}]
+
+
 def bench_diversity(candidates: int, annotated: int, rounds: int) -> list[dict[str, Any]]:
     """The diversity selector at scale (Cho et al. step 4): candidates x annotated, rounds,
     as the intent workflow runs it: the domain classifier's in-domain probabilities over
@@ -362,7 +413,8 @@ def _print_row(row: dict[str, Any]) -> None:
           f"{row['peak_rss_mib']:>8.0f}  {row.get('note', '')}", flush=True)
 
 
-def run_bench(quick: bool, out: Path) -> list[dict[str, Any]]:
+def run_bench(quick: bool, out: Path, lm_config: Path = Path("configs/massive-de.yaml")
+              ) -> list[dict[str, Any]]:
     sizes = QUICK if quick else FULL
     print(f"{'stage':<46} {'items':>10} {'items/s':>11} {'baseline/s':>11} {'ratio':>6} "
           f"{'target':>18} {'RSS MiB':>8}")
@@ -372,7 +424,8 @@ def run_bench(quick: bool, out: Path) -> list[dict[str, Any]]:
         for fn in (lambda: bench_pool(sizes["speed_pool"], sizes["memory"], work),
                    lambda: bench_embedding(sizes["embed"]),
                    lambda: bench_kenlm(sizes["kenlm"], work),
-                   lambda: bench_diversity(*sizes["diversity"])):
+                   lambda: bench_diversity(*sizes["diversity"]),
+                   lambda: bench_bitext_mix(lm_config, *sizes["bitext_mix"], work)):
             for row in fn():
                 if "ratio" not in row:
                     row["ratio"] = row["items_per_s"] / row["baseline_items_per_s"]

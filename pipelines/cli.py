@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from winnow.pipelines.config import ConfigError, IntentConfig, load_config
+from winnow.pipelines.stages import RunLocked
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="speed of each stage inside Beam vs the raw library")
     b.add_argument("--quick", action="store_true", help="tiny sizes (CI): no speed claims")
     b.add_argument("--out", default="bench.json")
+    b.add_argument("--lm-config", default="configs/massive-de.yaml",
+                   help="LM config whose bitext mix the bitext-filter row filters")
     d = sub.add_parser("demo")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "bench":
             from winnow.pipelines.bench import run_bench
-            run_bench(args.quick, Path(args.out))
+            run_bench(args.quick, Path(args.out), Path(args.lm_config))
             return 0
         if args.command == "demo":
             demo(args.out, set(args.force), args.quiet, args.overrides, beam_args)
@@ -210,11 +213,14 @@ def main(argv: list[str] | None = None) -> int:
         metrics = _run(cfg, beam_args, set(args.force), args.quiet)
         _print_table(f"{cfg.name}: {Path(cfg.output_dir) / 'metrics.json'} "
                      f"({time.time() - start:.0f}s)", metrics)
+        if cfg.workflow == "lm":
+            from winnow.pipelines.lm_workflow import ablation_table
+            print("\n" + ablation_table(metrics))
         return 0
     except ConfigError as err:
         print(f"winnow: config error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, RunLocked) as err:
         print(f"winnow: error: {err}", file=sys.stderr)
         return 2
 

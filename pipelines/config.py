@@ -130,6 +130,13 @@ class BitextFilterSettings(Strict):
     max_distance: float | None = Field(None, gt=0.0, le=2.0,
                                        description="keep pairs within this cosine distance")
     keep_nearest: int | None = Field(None, ge=1, description="or keep the N nearest pairs")
+    shortlist: int | None = Field(
+        None, ge=1, description="embed only the N pairs whose target side is most in-domain by "
+        "the Moore-Lewis cross-entropy difference (seed LM against a general LM); null: "
+        "embed every pair that passes the rules (the paper's embedding-only filter)")
+    general_lm_sentences: int = Field(
+        20000, ge=10, description="target sides sampled (by id hash) from the bitext for "
+        "the general LM of the Moore-Lewis ranker")
     min_tokens: int = Field(2, ge=1)
     max_tokens: int = Field(40, ge=1)
     max_length_ratio: float = Field(2.5, gt=1.0)
@@ -142,6 +149,9 @@ class BitextFilterSettings(Strict):
                              "bitext_filter.keep_nearest")
         if self.min_tokens > self.max_tokens:
             raise ValueError("bitext_filter.min_tokens is larger than max_tokens")
+        if self.shortlist is not None and self.keep_nearest is not None \
+                and self.shortlist < self.keep_nearest:
+            raise ValueError("bitext_filter.shortlist is smaller than keep_nearest")
         return self
 
 
@@ -161,6 +171,10 @@ class NmtConfig(Strict):
     beam: int = Field(5, ge=1)
     nbest: int = Field(5, ge=1)
     vocab_size: int = Field(4000, ge=64)
+    normalize: bool = Field(True, description="train and translate on text normalised like "
+                            "the LM's (lower-cased, no punctuation), the style of spoken seeds")
+    threads: int = Field(1, ge=1, description="torch threads per fairseq process "
+                         "(OMP_NUM_THREADS); 1 is fastest for small models on shared cores")
 
     @model_validator(mode="after")
     def _dims(self) -> "NmtConfig":
@@ -175,6 +189,14 @@ class LmSelfTrainingSettings(Strict):
     subset: int = Field(2000, ge=1, description="in-domain source utterances to translate")
 
 
+class SeedParallelSettings(Strict):
+    """Fine-tuning on the seed's own parallel pairs (where ``parallel_dev`` gives the
+    seed utterances' sources): never the tuning split's nor the evaluation file's."""
+
+    enabled: bool = True
+    updates: int = Field(300, ge=1, description="fine-tuning updates on the seed pairs")
+
+
 class RescoringSettings(Strict):
     lm_weight: float | None = Field(None, ge=0.0, description="fixed λ; null = tune on the tuning split")
     grid: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0])
@@ -183,7 +205,8 @@ class RescoringSettings(Strict):
 class LmFilterSettings(Strict):
     percentile: float = Field(10.0, ge=0.0, le=100.0,
                               description="drop translations scoring below this percentile "
-                                          "of the in-domain seed's own per-token LM scores")
+                                          "of the tuning split's per-token scores under the "
+                                          "seed LM (held-out in-domain text the LM never saw)")
 
 
 class FinalLmSettings(Strict):
@@ -202,18 +225,26 @@ class LmConfig(Strict):
     target_seed: InputFile
     tuning_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     source_in_domain: InputFile
-    bitext: InputFile
+    bitext: list[InputFile] = Field(min_length=1, description="general bitext files (each with "
+                                    "its own format and optional sample); the filter chooses "
+                                    "among all of them")
     parallel_dev: InputFile | None = Field(None, description="source-language file parallel to "
                                            "target_seed by id, for chrF/BLEU on the tuning split")
     bitext_filter: BitextFilterSettings = Field(
         default_factory=lambda: BitextFilterSettings(keep_nearest=20000))
     nmt: NmtConfig = Field(default_factory=NmtConfig)
     self_training: LmSelfTrainingSettings = Field(default_factory=LmSelfTrainingSettings)
+    seed_parallel: SeedParallelSettings = Field(default_factory=SeedParallelSettings)
     rescoring: RescoringSettings = Field(default_factory=RescoringSettings)
     lm_filter: LmFilterSettings = Field(default_factory=LmFilterSettings)
     final_lm: FinalLmSettings = Field(default_factory=FinalLmSettings)
     ablation: bool = Field(True, description="build every ablation row, not only seed_only and all")
     eval: EvalSettings | None = None
+
+    @field_validator("bitext", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
 
 
 Config = IntentConfig | LmConfig
@@ -311,8 +342,8 @@ def _input_files(cfg: Config) -> list[tuple[str, InputFile]]:
     if isinstance(cfg, IntentConfig):
         return ([(f"annotated.{i}", f) for i, f in enumerate(cfg.annotated)]
                 + [(f"pool.{i}", f) for i, f in enumerate(cfg.pool)])
-    out = [("target_seed", cfg.target_seed), ("source_in_domain", cfg.source_in_domain),
-           ("bitext", cfg.bitext)]
+    out = [("target_seed", cfg.target_seed), ("source_in_domain", cfg.source_in_domain)]
+    out += [(f"bitext.{i}", f) for i, f in enumerate(cfg.bitext)]
     if cfg.parallel_dev is not None:
         out.append(("parallel_dev", cfg.parallel_dev))
     return out

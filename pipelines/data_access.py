@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +16,27 @@ from winnow.pipelines.readers import read_file, split_records, stable_fraction
 from winnow.pipelines.records import Rejected, to_json
 
 
-def read_input(inp: InputFile, respect_partition: bool = True) -> tuple[list, list[Rejected]]:
-    good, bad = [], []
+def iter_input(inp: InputFile, respect_partition: bool = True) -> Iterator[Any]:
+    """Records and dead letters of an input, its partition, sample and limit applied, as a
+    stream: large inputs (a bitext mix) are never held whole on the driver."""
+    n = 0
     for path in sorted(glob.glob(inp.path)) or [inp.path]:
-        g, b = split_records(read_file(path, inp.format, locale=inp.locale))
-        good += g
-        bad += b
-    if respect_partition and inp.partition:
-        good = [r for r in good if getattr(r, "partition", "") == inp.partition]
-    if inp.sample:
-        good = [r for r in good if stable_fraction(r.id, 0) < inp.sample]
-    if inp.limit:
-        good = good[:inp.limit]
-    return good, bad
+        for r in read_file(path, inp.format, locale=inp.locale):
+            if isinstance(r, Rejected):
+                yield r
+                continue
+            if respect_partition and inp.partition and getattr(r, "partition", "") != inp.partition:
+                continue
+            if inp.sample and stable_fraction(r.id, 0) >= inp.sample:
+                continue
+            if inp.limit and n >= inp.limit:
+                return
+            n += 1
+            yield r
+
+
+def read_input(inp: InputFile, respect_partition: bool = True) -> tuple[list, list[Rejected]]:
+    return split_records(iter_input(inp, respect_partition))
 
 
 def write_jsonl(path: str | Path, rows: list[Any]) -> None:

@@ -26,7 +26,7 @@ from winnow.pipelines.intent_metrics import intent_metrics
 from winnow.pipelines.pool_scoring import build_pool_scoring, norm_key, unique_ids
 from winnow.pipelines.records import Utterance, to_dict, utterance_from_dict
 from winnow.pipelines.significance import new_intent_errors, save_curve_predictions
-from winnow.pipelines.stages import StageRunner, write_json
+from winnow.pipelines.stages import Fingerprints, StageRunner, package_version, write_json
 from winnow.selectors.annotation import parse_annotation
 from winnow.selectors.diversity import confidence_tiers, diversity_order
 from winnow.selectors.embeddings import encode, load_encoder
@@ -392,7 +392,8 @@ class IntentRun:
                 "slot_f1_seed_tagger": self._slot_f1(tagger, test) if test else None}
 
 
-# in the stage keys, so that a run whose outputs lack a property listed here redoes the stage
+# the stages' own versions, in their keys: the properties of their outputs, so that a run
+# whose outputs lack a property listed here redoes the stage
 POOL_OUTPUTS = ("selected.jsonl: ids unique (id@source where records collide)",)
 CURVES_OUTPUTS = ("curves.json", "predictions.npz: gold, new_intents, <order>.<point index>",
                   "orders: " + ", ".join(CURVE_ORDERS),
@@ -401,13 +402,25 @@ STAGES = ("prepare", "relevance", "pool", "self_training", "paraphrase", "divers
           "upper_bound", "corpus")
 
 
-def _stage_keys(cfg: IntentConfig) -> dict[str, str]:
-    """Each stage's key hashes the config sections it reads plus its upstream keys."""
+def _input_paths(files: list[InputFile]) -> list[str]:
+    return [f.path for f in files]
+
+
+def _stage_inputs(cfg: IntentConfig, fp: Fingerprints) -> dict[str, dict[str, str]]:
+    """{stage: {file: digest}} for the stages that read input files."""
+    evals = [cfg.eval.test_path] if cfg.eval is not None else []
+    return {"prepare": fp.of(_input_paths(cfg.annotated) + evals),
+            "pool": fp.of(_input_paths(cfg.pool))}
+
+
+def _stage_keys(cfg: IntentConfig, inputs: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Each stage's key hashes the config sections it reads, the content of the files it
+    reads, its upstream keys and the code version (``stages`` says why)."""
     k: dict[str, str] = {}
-    k["prepare"] = section_hash(cfg.annotated, cfg.eval, cfg.new_intents, cfg.seeds_per_intent,
-                                cfg.seed)
+    k["prepare"] = section_hash(package_version(), cfg.annotated, cfg.eval, inputs["prepare"],
+                                cfg.new_intents, cfg.seeds_per_intent, cfg.seed)
     k["relevance"] = section_hash(k["prepare"], cfg.relevance)
-    k["pool"] = section_hash(k["relevance"], cfg.pool, POOL_OUTPUTS)
+    k["pool"] = section_hash(k["relevance"], cfg.pool, inputs["pool"], POOL_OUTPUTS)
     k["self_training"] = section_hash(k["pool"], cfg.self_training, cfg.intent_model)
     k["paraphrase"] = section_hash(k["prepare"], cfg.paraphrase)
     k["diversity"] = section_hash(k["self_training"], k["paraphrase"], cfg.diversity)
@@ -421,10 +434,12 @@ def run_intent(cfg: IntentConfig, beam_args: list[str], force: set[str] | None =
                quiet: bool = False) -> dict[str, Any]:
     st = StageRunner(cfg.output_dir, force, quiet)
     run = IntentRun(cfg, beam_args, st)
-    for name, key in _stage_keys(cfg).items():
-        st.run(name, key, run.stage(name))
+    inputs = _stage_inputs(cfg, st.fingerprints)
+    for name, key in _stage_keys(cfg, inputs).items():
+        st.run(name, key, run.stage(name), inputs.get(name))
     metrics = intent_metrics(cfg, st)
     write_json(Path(cfg.output_dir) / "metrics.json", metrics)
     write_json(Path(cfg.output_dir) / "summary.json",
                {n: st.records[n] for n in STAGES})
+    st.release()
     return metrics

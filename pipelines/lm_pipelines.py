@@ -1,11 +1,13 @@
 """Beam pipelines of the LM-bootstrapping workflow (Punjabi et al. 2019).
 
-``build_bitext_filter``: cheap rules -> de-duplication -> embedding distance of the
-target side to the in-domain centroid -> keep within ``max_distance`` or the N
-nearest.  ``build_translation_filter``: per source utterance, pick the NMT top-1 or
-the LM-rescored best of its n-best list, then drop translations the in-domain LM
-deems too improbable.  Models load once per worker (``DoFn.setup``); embedding is
-batched (``BatchElements``).
+``build_bitext_filter``: cheap rules -> de-duplication -> (optionally) a Moore-Lewis
+shortlist: the cross-entropy difference of the target side under the seed LM and a
+general LM, two KenLM queries per pair -> embedding distance of the shortlisted target
+sides to the in-domain centroid -> keep within ``max_distance`` or the N nearest.
+``build_translation_filter``: per source utterance, pick the NMT top-1 or the
+LM-rescored best of its n-best list, then drop translations the in-domain LM deems too
+improbable.  Models load once per worker (``DoFn.setup``); scoring is batched
+(``BatchElements``).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
+from winnow.lm.moore_lewis import CrossEntropyDifference
 from winnow.lm.rescoring import Hypothesis, rescore
 from winnow.lm.scoring import LanguageModel
 from winnow.pipelines.beam_io import Counters, ReadRecords, WriteDecisions, write_rejected
@@ -24,6 +27,8 @@ from winnow.selectors.bitext_filter import CentroidDistance, cheap_rules
 
 BITEXT_STAGE = "bitext"
 TRANSLATION_STAGE = "translations"
+RULE_NOT_SHORTLISTED = "not_in_shortlist"
+RANK_BATCH = 1024  # target sides per KenLM ranking call
 
 
 def apply_rules(pair: BitextPair, s: dict[str, Any], tgt_lang: str) -> BitextPair | Decision:
@@ -32,8 +37,29 @@ def apply_rules(pair: BitextPair, s: dict[str, Any], tgt_lang: str) -> BitextPai
     return Decision(pair, False, reason) if reason else pair
 
 
+class RankMooreLewis(beam.DoFn):
+    """Batches of pairs -> (cross-entropy difference, id, pair); both LMs load once per worker."""
+
+    def __init__(self, in_domain_lm: str, general_lm: str, vocabulary: list[str]):
+        self.in_domain_lm, self.general_lm, self.vocabulary = in_domain_lm, general_lm, vocabulary
+
+    def setup(self) -> None:
+        self.ranker = CrossEntropyDifference(LanguageModel(self.in_domain_lm),
+                                             LanguageModel(self.general_lm), set(self.vocabulary))
+
+    def process(self, batch: list[BitextPair]):
+        for p, score in zip(batch, self.ranker.scores([p.tgt for p in batch])):
+            yield (round(score, 6), p.id, p)
+
+
+def _shortlisted(item, cutoff: list | None) -> int:
+    ml, pid, pair = item
+    return 0 if cutoff is not None and (ml, pid, pair.source) <= tuple(cutoff) else 1
+
+
 class EmbedDistance(beam.DoFn):
-    """Batches of pairs -> (distance, id, pair); the encoder loads once per worker."""
+    """Batches of (ranker score or None, id, pair) -> (distance, id, pair, ranker score);
+    the encoder loads once per worker."""
 
     def __init__(self, model_ref: str, centroid: list[float], batch_size: int):
         self.model_ref, self.centroid, self.batch_size = model_ref, centroid, batch_size
@@ -44,26 +70,39 @@ class EmbedDistance(beam.DoFn):
         self.model = load_encoder(self.model_ref)
         self.dist = CentroidDistance(np.asarray(self.centroid, dtype=np.float32))
 
-    def process(self, batch: list[BitextPair]):
+    def process(self, batch: list[tuple[float | None, str, BitextPair]]):
         from winnow.selectors.embeddings import encode
 
-        emb = encode(self.model, [p.tgt for p in batch], "passage", self.batch_size)
-        for p, d in zip(batch, self.dist.distance(emb)):
-            yield (round(float(d), 6), p.id, p)
+        emb = encode(self.model, [p.tgt for _, _, p in batch], "passage", self.batch_size)
+        for (ml, pid, p), d in zip(batch, self.dist.distance(emb)):
+            yield (round(float(d), 6), pid, p, ml)
 
 
-def _decide_distance(item, max_distance: float | None, cutoff: tuple | None) -> Decision:
-    d, pid, pair = item
+def _decide_distance(item, max_distance: float | None, cutoff: list | None) -> Decision:
+    d, pid, pair, ml = item
+    scores = {} if ml is None else {"moore_lewis": ml}
     if max_distance is not None:
         kept = d <= max_distance
-        return Decision(pair, kept, "" if kept else "too_far_from_domain", d)
+        return Decision(pair, kept, "" if kept else "too_far_from_domain", d, scores)
     kept = cutoff is None or (d, pid, pair.source) <= tuple(cutoff)
-    return Decision(pair, kept, "" if kept else "not_among_nearest", d)
+    return Decision(pair, kept, "" if kept else "not_among_nearest", d, scores)
 
 
-def build_bitext_filter(p: beam.Pipeline, bitext: InputFile, s: BitextFilterSettings,
-                        tgt_lang: str, centroid: np.ndarray, out_dir: str) -> None:
-    read = p | "ReadBitext" >> ReadRecords(BITEXT_STAGE, [bitext])
+def _smallest(scored, n: int, label: str):
+    """The largest (score, id, source) among the ``n`` smallest: a total order, so exactly n
+    pass even where scores tie and two bitext files named alike share ids."""
+    return (scored | f"{label}Key" >> beam.Map(lambda t: (t[0], t[1], t[2].source))
+            | f"{label}Smallest" >> beam.combiners.Top.Smallest(n)
+            | f"{label}Cutoff" >> beam.Map(lambda top: list(max(top)) if top else None))
+
+
+def build_bitext_filter(p: beam.Pipeline, bitext: list[InputFile], s: BitextFilterSettings,
+                        tgt_lang: str, centroid: np.ndarray, out_dir: str,
+                        ranker: tuple[str, str, list[str]] | None = None) -> None:
+    """``ranker`` (in-domain LM, general LM, in-domain vocabulary; see ``lm.moore_lewis``):
+    with ``s.shortlist``, only the shortlist by cross-entropy difference is embedded; the
+    rest is dropped as ``not_in_shortlist``."""
+    read = p | "ReadBitext" >> ReadRecords(BITEXT_STAGE, bitext)
     write_rejected(read["rejected"], out_dir)
     ruled = read["records"] | "CheapRules" >> beam.Map(apply_rules, s.model_dump(), tgt_lang)
     split = ruled | "SplitRules" >> beam.Partition(lambda x, _n: 1 if isinstance(x, Decision) else 0, 2)
@@ -73,23 +112,36 @@ def build_bitext_filter(p: beam.Pipeline, bitext: InputFile, s: BitextFilterSett
                | "Dedupe" >> beam.FlatMap(lambda group: keep_first(group[1])))
     dsplit = deduped | "SplitDupes" >> beam.Partition(
         lambda x, _n: 1 if isinstance(x, Decision) else 0, 2)
-    scored = (dsplit[0]
+    undecided = [split[1], dsplit[1]]
+    if s.shortlist is not None:
+        if ranker is None:
+            raise ValueError("bitext_filter.shortlist needs the in-domain and general LMs")
+        ranked = (dsplit[0]
+                  | "RankBatch" >> beam.BatchElements(min_batch_size=RANK_BATCH,
+                                                      max_batch_size=RANK_BATCH)
+                  | "MooreLewis" >> beam.ParDo(RankMooreLewis(*ranker)))
+        cutoff = _smallest(ranked, s.shortlist, "Shortlist")
+        parts = ranked | "SplitShortlist" >> beam.Partition(
+            lambda x, _n, c: _shortlisted(x, c), 2, beam.pvalue.AsSingleton(cutoff))
+        to_embed = parts[0]
+        undecided.append(parts[1] | "NotShortlisted" >> beam.MapTuple(
+            lambda ml, _pid, pair: Decision(pair, False, RULE_NOT_SHORTLISTED, ml,
+                                            {"moore_lewis": ml})))
+    else:
+        to_embed = dsplit[0] | "Unranked" >> beam.Map(lambda q: (None, q.id, q))
+    scored = (to_embed
               # a fixed batch size: adaptive batching follows timings, and batch composition
               # changes float rounding, so outputs would differ from run to run
               | "Batch" >> beam.BatchElements(min_batch_size=s.batch_size,
                                               max_batch_size=s.batch_size)
               | "Embed" >> beam.ParDo(EmbedDistance(s.model, centroid.tolist(), s.batch_size)))
     if s.keep_nearest is not None:
-        # (distance, id, source): a total order, so exactly keep_nearest are kept even where
-        # distances tie and two bitext files named alike share ids
-        cutoff = (scored | "Key" >> beam.Map(lambda t: (t[0], t[1], t[2].source))
-                  | "Nearest" >> beam.combiners.Top.Smallest(s.keep_nearest)
-                  | "Cutoff" >> beam.Map(lambda top: list(max(top)) if len(top) >= 1 else None))
+        cutoff = _smallest(scored, s.keep_nearest, "Nearest")
         decided = scored | "Decide" >> beam.Map(_decide_distance, None,
                                                 beam.pvalue.AsSingleton(cutoff))
     else:
         decided = scored | "Decide" >> beam.Map(_decide_distance, s.max_distance, None)
-    ((decided, split[1], dsplit[1]) | "AllDecisions" >> beam.Flatten()
+    ((decided, *undecided) | "AllDecisions" >> beam.Flatten()
      | "Write" >> WriteDecisions(BITEXT_STAGE, out_dir))
 
 

@@ -1,39 +1,45 @@
 """LM bootstrapping through NMT (Punjabi et al., ASRU 2019) from a config.
 
-prepare -> seed_lm -> bitext (Beam filter) -> subword -> nmt_<variant> (fairseq
-train / self-training fine-tune) -> nbest_<variant> -> tune (λ on the tuning split)
--> rows (Beam choose/filter + KenLM LM + evaluation per ablation row) -> final_lm.
+prepare -> seed_lm -> bitext (Beam: rules, Moore-Lewis shortlist, embedding distance)
+-> subword -> nmt_<variant> (fairseq train; fine-tunes on the seed's parallel pairs and
+self-training) -> nbest_<variant> -> tune (λ on the tuning split) -> rows (Beam
+choose/filter, then per row a pooled LM and the seed LM interpolated with the row's own
+LM by KenLM's ``interpolate``, weights tuned on the tuning split) -> nmt_quality -> final_lm.
 
-Ablation rows (each a full LM = in-domain seed + chosen translations):
+Ablation rows (each row: the seed LM combined with an LM of the row's text):
   seed_only        the seed alone
+  target_text_only no translation: the target side of the filtered bitext (the peer)
   unfiltered       NMT trained on an equal-size random sample of the bitext, top-1
-  embedding_filter NMT trained on the embedding-filtered bitext, top-1
+  embedding_filter NMT trained on the filtered bitext, top-1
   self_training    unfiltered NMT + self-training fine-tune, top-1
+  seed_parallel    unfiltered NMT fine-tuned on the seed's own parallel pairs, top-1
   nbest_rescoring  unfiltered NMT, n-best rescored with the seed LM
   lm_filter        unfiltered NMT, top-1, improbable translations dropped
-  all              filtered + self-trained NMT, rescored, LM-filtered
+  all              filtered NMT, seed-parallel fine-tune, self-training, rescored, LM-filtered
 """
 from __future__ import annotations
 
 import random
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from winnow.lm.evaluation import (evaluate, evaluate_interpolated, seed_vocabulary,
-                                  tune_interpolation)
-from winnow.lm.kenlm_tools import train_lm
+from winnow.lm.evaluation import evaluate, seed_vocabulary
+from winnow.lm.kenlm_tools import intermediate_prefix, interpolate, train_lm, write_text
+from winnow.lm.moore_lewis import map_to_vocabulary
 from winnow.lm.rescoring import Hypothesis
 from winnow.lm.scoring import LanguageModel, percentile_threshold
-from winnow.pipelines.beam_io import (check_accounting, pipeline_options, read_jsonl_shards,
-                                      run_pipeline)
+from winnow.lm.text import normalize
+from winnow.pipelines.beam_io import (check_accounting, check_accounting_by_file, pipeline_options,
+                                      read_jsonl_shards, run_pipeline, source_file)
 from winnow.pipelines.config import InputFile, LmConfig, section_hash
-from winnow.pipelines.data_access import (EmbeddingCache, read_input, read_jsonl,
+from winnow.pipelines.data_access import (EmbeddingCache, iter_input, read_input, read_jsonl,
                                           write_jsonl, write_parquet)
 from winnow.pipelines.readers import stable_fraction
 from winnow.pipelines.lm_pipelines import (build_bitext_filter, build_translation_filter, choose)
-from winnow.pipelines.records import BitextPair
+from winnow.pipelines.records import BitextPair, Rejected
 from winnow.pipelines.stages import StageRunner, write_json
 from winnow.selectors.bitext_filter import CentroidDistance
 from winnow.translate import fairseq_nmt
@@ -42,35 +48,80 @@ from winnow.translate.subword import Subword
 
 @dataclass(frozen=True)
 class Row:
-    nmt: str | None  # NMT variant, None for seed_only
+    nmt: str | None  # NMT variant, None for rows without translation
     rescore: bool = False
     lm_filter: bool = False
+    target_text: bool = False  # the filtered bitext's target side instead of translations
 
 
-ROWS: dict[str, Row] = {
-    "seed_only": Row(None),
-    "unfiltered": Row("unfiltered"),
-    "embedding_filter": Row("filtered"),
-    "self_training": Row("unfiltered_st"),
-    "nbest_rescoring": Row("unfiltered", rescore=True),
-    "lm_filter": Row("unfiltered", lm_filter=True),
-    "all": Row("filtered_st", rescore=True, lm_filter=True),
+@dataclass(frozen=True)
+class Variant:
+    """A translator: trained on a bitext (``base``), or fine-tuned from ``parent`` by one step."""
+
+    base: str  # "unfiltered" / "filtered": the bitext under every variant of the chain
+    parent: str | None = None
+    step: str | None = None  # "seed_parallel" or "self_train"
+
+
+VARIANTS: dict[str, Variant] = {
+    "unfiltered": Variant("unfiltered"),
+    "filtered": Variant("filtered"),
+    "unfiltered_st": Variant("unfiltered", "unfiltered", "self_train"),
+    "unfiltered_sp": Variant("unfiltered", "unfiltered", "seed_parallel"),
+    "filtered_st": Variant("filtered", "filtered", "self_train"),
+    "filtered_sp": Variant("filtered", "filtered", "seed_parallel"),
+    "filtered_sp_st": Variant("filtered", "filtered_sp", "self_train"),
 }
-VARIANTS = {"unfiltered": ("unfiltered", False), "filtered": ("filtered", False),
-            "unfiltered_st": ("unfiltered", True), "filtered_st": ("filtered", True)}
+
+
+ROW_NAMES = ("seed_only", "target_text_only", "unfiltered", "embedding_filter", "self_training",
+             "seed_parallel", "nbest_rescoring", "lm_filter", "all")
+
+
+def rows_for(cfg: LmConfig) -> dict[str, Row]:
+    seed_parallel = cfg.seed_parallel.enabled and cfg.parallel_dev is not None
+    rows = {"seed_only": Row(None), "target_text_only": Row(None, target_text=True),
+            "unfiltered": Row("unfiltered"), "embedding_filter": Row("filtered"),
+            "self_training": Row("unfiltered_st"), "seed_parallel": Row("unfiltered_sp"),
+            "nbest_rescoring": Row("unfiltered", rescore=True),
+            "lm_filter": Row("unfiltered", lm_filter=True),
+            "all": Row("filtered_sp_st" if seed_parallel else "filtered_st", rescore=True,
+                       lm_filter=True)}
+    if not seed_parallel:
+        del rows["seed_parallel"]
+    if not cfg.ablation:
+        rows = {k: rows[k] for k in ("seed_only", "target_text_only", "all")}
+    return rows
+
+
+def chain(variant: str) -> list[str]:
+    """The variant and every variant it is fine-tuned from, base first."""
+    out = [variant]
+    while VARIANTS[out[0]].parent is not None:
+        out.insert(0, VARIANTS[out[0]].parent)
+    return out
 
 
 class LmRun:
     def __init__(self, cfg: LmConfig, beam_args: list[str], runner: StageRunner):
         self.cfg, self.beam_args, self.st = cfg, beam_args, runner
         self.out = Path(cfg.output_dir)
-        self.rows = ROWS if cfg.ablation else {k: ROWS[k] for k in ("seed_only", "all")}
+        self.rows = rows_for(cfg)
 
     def _texts(self, name: str) -> list[str]:
         return [r["text"] for r in read_jsonl(self.out / "prepare" / name)]
 
     def _pairs(self, path: Path) -> list[tuple[str, str]]:
         return [(r["src"], r["tgt"]) for r in read_jsonl(path)]
+
+    def _nmt_text(self, text: str) -> str:
+        """What the translator reads and writes: the LM's normalisation (lower-cased, no
+        punctuation), the style of spoken seeds, unless ``nmt.normalize`` is off."""
+        return normalize(text) if self.cfg.nmt.normalize else text
+
+    def _nmt_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        out = [(self._nmt_text(a), self._nmt_text(b)) for a, b in pairs]
+        return [(a, b) for a, b in out if a and b]
 
     # -- stages ----------------------------------------------------------------------
     def prepare(self, d: Path) -> dict[str, Any]:
@@ -96,18 +147,40 @@ class LmRun:
         if cfg.parallel_dev is not None:
             par, _ = read_input(cfg.parallel_dev)
             src_by_id = {r.id: r.text for r in par}
-            refs = [{"id": r.id, "src": src_by_id[r.id], "ref": r.text} for r in tuning
-                    if r.id in src_by_id]
-            write_jsonl(d / "tuning_parallel.jsonl", refs)
-            stats["tuning_parallel"] = len(refs)
+            for name, part in (("tuning_parallel", tuning), ("seed_parallel", seed)):
+                refs = [{"id": r.id, "src": src_by_id[r.id], "ref": r.text} for r in part
+                        if r.id in src_by_id]
+                write_jsonl(d / f"{name}.jsonl", refs)
+                stats[name] = len(refs)
         return stats
 
     def seed_lm(self, d: Path) -> dict[str, Any]:
+        """The seed LM, and the LM filter's threshold: a percentile of the tuning split's
+        per-token scores under it.  The tuning split is in-domain text the seed LM never
+        saw, so the threshold says what unseen in-domain sentences score; the seed's own
+        sentences score far higher under an LM trained on them and would drop nearly all."""
         seed = self._texts("seed.jsonl")
-        train_lm(seed, d, "seed", order=self.cfg.final_lm.order, memory=self.cfg.final_lm.memory)
+        train_lm(seed, d, "seed", order=self.cfg.final_lm.order, memory=self.cfg.final_lm.memory,
+                 intermediate=True)
+        write_text(self._texts("tuning.jsonl"), d / "tuning.txt")
         lm = LanguageModel(d / "seed.binary")
-        threshold = percentile_threshold(lm, seed, self.cfg.lm_filter.percentile)
+        threshold = percentile_threshold(lm, self._texts("tuning.jsonl"), self.cfg.lm_filter.percentile)
         return {"sentences": len(seed), "lm_filter_threshold": threshold}
+
+    def _ranker(self, d: Path) -> tuple[tuple[str, str, list[str]], int]:
+        """The Moore-Lewis ranker's models: the seed LM, and a general LM of the target
+        sides of an id-hash sample of the bitext (about ``general_lm_sentences``, streamed,
+        never held whole) over the seed's vocabulary (``lm.moore_lewis``)."""
+        cfg = self.cfg
+        vocabulary = seed_vocabulary(self._texts("seed.jsonl"))
+        total = sum(_count_lines(p) for inp in cfg.bitext for p in _paths(inp))
+        rate = min(1.0, cfg.bitext_filter.general_lm_sentences / max(total, 1))
+        sample = [map_to_vocabulary(r.tgt, vocabulary) for inp in cfg.bitext
+                  for r in iter_input(inp) if not isinstance(r, Rejected)
+                  and stable_fraction(f"{r.id}@{r.source}", f"general-{cfg.seed}") < rate]
+        _, binary = train_lm(sample, d, "general", order=cfg.final_lm.order,
+                             memory=cfg.final_lm.memory)
+        return (str(self.out / "seed_lm" / "seed.binary"), str(binary), sorted(vocabulary)), len(sample)
 
     def bitext(self, d: Path) -> dict[str, Any]:
         cfg = self.cfg
@@ -115,16 +188,22 @@ class LmRun:
         centroid = CentroidDistance.fit(cache.get(self._texts("seed.jsonl")))
         cache.save()
         centroid.save(str(d / "centroid.npy"))
+        stats: dict[str, Any] = {}
+        ranker = None
+        if cfg.bitext_filter.shortlist is not None:
+            ranker, stats["general_lm_sentences"] = self._ranker(d)
         counts = run_pipeline(
             lambda p: build_bitext_filter(p, cfg.bitext, cfg.bitext_filter, cfg.tgt_lang,
-                                          centroid.centroid, str(d)),
+                                          centroid.centroid, str(d), ranker),
             pipeline_options(cfg.beam, self.beam_args))
-        stats = check_accounting("bitext", counts)
+        stats.update(check_accounting("bitext", counts))
         # ranked as the filter ranked them: (distance, id, source) is a total order
         kept = sorted(read_jsonl_shards(d, "kept"),
                       key=lambda r: (r["_decision"]["score"], r["id"], r["source"]))
         dropped = read_jsonl_shards(d, "dropped")
-        write_jsonl(d / "filtered.jsonl", [{k: r[k] for k in ("id", "src", "tgt")} |
+        by_file = check_accounting_by_file("bitext", counts, kept, dropped,
+                                           read_jsonl_shards(d, "rejected"))
+        write_jsonl(d / "filtered.jsonl", [{k: r[k] for k in ("id", "src", "tgt", "source")} |
                                            {"distance": r["_decision"]["score"]} for r in kept])
         write_parquet(d / "filtered.parquet", [{k: r[k] for k in ("id", "src", "tgt", "source")} |
                                                {"distance": r["_decision"]["score"]} for r in kept])
@@ -132,9 +211,14 @@ class LmRun:
         everything = sorted(kept + dropped, key=lambda r: (r["id"], r["source"]))
         rng = random.Random(cfg.seed)
         sample = rng.sample(everything, min(len(kept), len(everything)))
-        write_jsonl(d / "unfiltered.jsonl", [{k: r[k] for k in ("id", "src", "tgt")} for r in sample])
+        write_jsonl(d / "unfiltered.jsonl", [{k: r[k] for k in ("id", "src", "tgt", "source")}
+                                             for r in sample])
         stats.update({f"dropped.{k}": v for k, v in
                       sorted(Counter(r["_decision"]["rule"] for r in dropped).items())})
+        for r in dropped:  # what each file lost to which rule
+            by_file[source_file(r)].setdefault(r["_decision"]["rule"], 0)
+            by_file[source_file(r)][r["_decision"]["rule"]] += 1
+        stats["by_source"] = by_file
         return stats
 
     def subword(self, d: Path) -> dict[str, Any]:
@@ -142,6 +226,7 @@ class LmRun:
         text = [t for path in ("filtered.jsonl", "unfiltered.jsonl")
                 for s, t_ in self._pairs(bt / path) for t in (s, t_)]
         text += self._texts("seed.jsonl") + self._texts("source.jsonl")
+        text = [self._nmt_text(t) for t in text]
         Subword.train(text, d / "spm", vocab_size=self.cfg.nmt.vocab_size, seed=self.cfg.seed)
         return {"sentences": len(text)}
 
@@ -152,55 +237,73 @@ class LmRun:
             ffn_dim=n.ffn_dim, heads=n.heads, dropout=n.dropout, lr=n.lr,
             warmup_updates=n.warmup_updates, max_tokens=n.max_tokens, max_updates=n.max_updates,
             max_minutes=n.max_minutes, finetune_updates=n.finetune_updates, beam=n.beam,
-            nbest=n.nbest, seed=self.cfg.seed)
+            nbest=n.nbest, seed=self.cfg.seed, threads=n.threads)
+
+    def _parallel(self, name: str) -> list[tuple[str, str]]:
+        path = self.out / "prepare" / f"{name}.jsonl"
+        return [(r["src"], r["ref"]) for r in read_jsonl(path)] if path.exists() else []
 
     def _valid(self) -> list[tuple[str, str]]:
-        par = self.out / "prepare" / "tuning_parallel.jsonl"
-        if par.exists():
-            rows = read_jsonl(par)
-            if rows:
-                return [(r["src"], r["ref"]) for r in rows]
-        return self._pairs(self.out / "bitext" / "filtered.jsonl")[:200]
+        return self._nmt_pairs(self._parallel("tuning_parallel")
+                               or self._pairs(self.out / "bitext" / "filtered.jsonl")[:200])
+
+    def _checkpoint(self, variant: str) -> Path:
+        return self.out / f"nmt_{variant}" / "checkpoints" / "checkpoint_best.pt"
+
+    def _translate(self, variant: str, texts: list[str], work: Path) -> list[list[tuple[str, float]]]:
+        sw = Subword(self.out / "subword" / "spm.model")
+        base = chain(variant)[0]
+        return fairseq_nmt.generate_nbest(self.out / f"nmt_{base}" / "data-bin",
+                                          self._checkpoint(variant), sw,
+                                          [self._nmt_text(t) for t in texts], self.cfg.src_lang,
+                                          self.cfg.tgt_lang, self._settings(), work)
 
     def nmt(self, variant: str, d: Path) -> dict[str, Any]:
-        """Train (base variants) or self-train (``*_st``) one translator."""
-        cfg = self.cfg
-        base, self_train = VARIANTS[variant]
+        """Train a base translator, or fine-tune one from its parent by one step:
+        ``seed_parallel`` on the seed's own parallel pairs, ``self_train`` on the parent's
+        translations of in-domain sources (plus the seed pairs where the chain has them).
+        A fine-tune mixes in as many pairs of the base bitext, so the general data is not
+        forgotten, and keeps the checkpoint best on the tuning split's parallel pairs."""
+        cfg, v = self.cfg, VARIANTS[variant]
         sw = Subword(self.out / "subword" / "spm.model")
         s = self._settings()
         src, tgt = cfg.src_lang, cfg.tgt_lang
-        if not self_train:
-            pairs = self._pairs(self.out / "bitext" / f"{base}.jsonl")
-            data = fairseq_nmt.binarize(d, sw, pairs, self._valid(), src, tgt)
+        general = self._nmt_pairs(self._pairs(self.out / "bitext" / f"{v.base}.jsonl"))
+        if v.parent is None:
+            data = fairseq_nmt.binarize(d, sw, general, self._valid(), src, tgt)
             fairseq_nmt.train(data, d / "checkpoints", s, d / "train.log")
-            return {"pairs": len(pairs)}
-        base_dir = self.out / f"nmt_{base}"
-        rng = random.Random(cfg.seed)
-        sources = self._texts("source.jsonl")
-        subset = rng.sample(sources, min(cfg.self_training.subset, len(sources)))
-        nbest = fairseq_nmt.generate_nbest(base_dir / "data-bin", base_dir / "checkpoints" /
-                                           "checkpoint_best.pt", sw, subset, src, tgt, s, d)
-        synthetic = [(x, hyps[0][0]) for x, hyps in zip(subset, nbest) if hyps and hyps[0][0].strip()]
-        pairs = self._pairs(self.out / "bitext" / f"{base}.jsonl") + synthetic
-        data = fairseq_nmt.binarize(d, sw, pairs, self._valid(), src, tgt,
+            return {"pairs": len(general)}
+        seed_pairs = (self._nmt_pairs(self._parallel("seed_parallel"))
+                      if "seed_parallel" in (VARIANTS[x].step for x in chain(variant)) else [])
+        stats: dict[str, Any] = {"seed_parallel_pairs": len(seed_pairs)}
+        in_domain = list(seed_pairs)
+        updates = cfg.seed_parallel.updates
+        if v.step == "self_train":
+            rng = random.Random(cfg.seed)
+            sources = self._texts("source.jsonl")
+            subset = rng.sample(sources, min(cfg.self_training.subset, len(sources)))
+            nbest = self._translate(v.parent, subset, d)
+            synthetic = [(self._nmt_text(x), hyps[0][0]) for x, hyps in zip(subset, nbest)
+                         if hyps and hyps[0][0].strip()]
+            write_jsonl(d / "synthetic.jsonl", [{"src": a, "tgt": b} for a, b in synthetic])
+            in_domain += synthetic
+            updates = s.finetune_updates
+            stats["synthetic_pairs"] = len(synthetic)
+        mixed = random.Random(cfg.seed).sample(general, min(len(in_domain), len(general)))
+        base_dir = self.out / f"nmt_{chain(variant)[0]}"
+        data = fairseq_nmt.binarize(d, sw, in_domain + mixed, self._valid(), src, tgt,
                                     dict_from=base_dir / "data-bin")
         fairseq_nmt.train(data, d / "checkpoints", s, d / "train.log",
-                          restore=base_dir / "checkpoints" / "checkpoint_best.pt",
-                          updates=s.finetune_updates)
-        write_jsonl(d / "synthetic.jsonl", [{"src": a, "tgt": b} for a, b in synthetic])
-        return {"synthetic_pairs": len(synthetic), "pairs": len(pairs)}
+                          restore=self._checkpoint(v.parent), updates=updates)
+        return stats | {"pairs": len(in_domain) + len(mixed), "general_pairs": len(mixed)}
 
     def nbest(self, variant: str, d: Path) -> dict[str, Any]:
         """n-best lists for the in-domain source and the tuning split's parallel sources."""
-        sw = Subword(self.out / "subword" / "spm.model")
-        nd = self.out / f"nmt_{variant}"
-        ckpt = nd / "checkpoints" / "checkpoint_best.pt"
         source = read_jsonl(self.out / "prepare" / "source.jsonl")
         par_path = self.out / "prepare" / "tuning_parallel.jsonl"
         par = read_jsonl(par_path) if par_path.exists() else []
         texts = [r["text"] for r in source] + [r["src"] for r in par]
-        lists = fairseq_nmt.generate_nbest(nd / "data-bin", ckpt, sw, texts, self.cfg.src_lang,
-                                           self.cfg.tgt_lang, self._settings(), d)
+        lists = self._translate(variant, texts, d)
         write_jsonl(d / "nbest.jsonl", [{"id": r["id"], "src": r["text"], "nbest": lst}
                                         for r, lst in zip(source, lists)])
         write_jsonl(d / "tuning_nbest.jsonl", [{"id": r["id"], "src": r["src"], "ref": r["ref"],
@@ -208,92 +311,104 @@ class LmRun:
                                                for r, lst in zip(par, lists[len(source):])])
         return {"sources": len(texts), "empty": sum(1 for lst in lists if not lst)}
 
+    def _combined(self, text: list[str], d: Path) -> tuple[Path, list[float]]:
+        """The seed LM and an LM of ``text`` interpolated by KenLM, weights tuned on the
+        tuning split: the model a row delivers.  Returns its binary and the weights."""
+        cfg = self.cfg
+        train_lm(text, d, "text", order=cfg.final_lm.order, memory=cfg.final_lm.memory,
+                 intermediate=True)
+        seed_dir = self.out / "seed_lm"
+        arpa, weights = interpolate([intermediate_prefix(seed_dir, "seed"), intermediate_prefix(d, "text")],
+                                    seed_dir / "tuning.txt", d / "lm.arpa", memory=cfg.final_lm.memory)
+        from winnow.lm.kenlm_tools import build_binary
+        return build_binary(arpa, d / "lm.binary"), weights
+
     def tune(self, d: Path) -> dict[str, Any]:
-        """λ: the grid value whose final LM has the lowest perplexity on the tuning split."""
+        """λ: the grid value whose interpolated LM has the lowest tuning-split perplexity."""
         cfg = self.cfg
         if cfg.rescoring.lm_weight is not None:
             return {"lm_weight": cfg.rescoring.lm_weight, "tuned": False}
         lm = LanguageModel(self.out / "seed_lm" / "seed.binary")
-        seed = self._texts("seed.jsonl")
         tuning = self._texts("tuning.jsonl")
-        vocab = seed_vocabulary(seed)
-        variant = self.rows.get("all", Row("filtered_st")).nmt
-        nbest = read_jsonl(self.out / f"nbest_{variant}" / "nbest.jsonl")
+        vocab = seed_vocabulary(self._texts("seed.jsonl"))
+        nbest = read_jsonl(self.out / f"nbest_{self.rows['all'].nmt}" / "nbest.jsonl")
         results = {}
         for w in cfg.rescoring.grid:
             kept = [choose(BitextPair(r["id"], r["src"], ""), [Hypothesis(t, s) for t, s in r["nbest"]],
                            lm, w, None).record.tgt for r in nbest if r["nbest"]]
-            arpa, binary = train_lm(seed + kept, d / "grid", f"w{w}", order=cfg.final_lm.order,
-                                    memory=cfg.final_lm.memory)
+            binary, _ = self._combined(kept, d / f"w{w}")
             results[w] = evaluate(LanguageModel(binary), tuning, vocab).perplexity
             self.st.log(f"tune: lm_weight={w} -> tuning perplexity {results[w]:.2f}")
-        import shutil
-        shutil.rmtree(d / "grid")
+            shutil.rmtree(d / f"w{w}")
         best = min(results, key=lambda w: (results[w], w))
         return {"lm_weight": best, "tuned": True,
                 "grid": {str(k): round(v, 3) for k, v in results.items()}}
 
+    def _row_text(self, name: str, row: Row, rd: Path, metrics: dict[str, Any]) -> list[str]:
+        """The sentences a row adds to the seed: filtered target sides, or the translations
+        that the row's rescoring and LM filter keep (a Beam pipeline, records accounted)."""
+        if row.target_text:
+            return [r["tgt"] for r in read_jsonl(self.out / "bitext" / "filtered.jsonl")]
+        if row.nmt is None:
+            return []
+        threshold = self.st.records["seed_lm"]["stats"]["lm_filter_threshold"]
+        weight = self.st.records["tune"]["stats"]["lm_weight"]
+        nbest = str(self.out / f"nbest_{row.nmt}" / "nbest.jsonl")
+        w = weight if row.rescore else None
+        t = threshold if row.lm_filter else None
+        lm_path = str(self.out / "seed_lm" / "seed.binary")
+        counts = run_pipeline(
+            lambda p: build_translation_filter(p, nbest, lm_path, w, t, str(rd)),
+            pipeline_options(self.cfg.beam, self.beam_args))
+        metrics[f"{name}.translations"] = check_accounting("translations", counts)
+        decided = sorted(read_jsonl_shards(rd, "kept") + read_jsonl_shards(rd, "dropped"),
+                         key=lambda r: r["id"])
+        write_jsonl(rd / "translations.jsonl", [
+            {"id": r["id"], "src": r["src"], "translation": r["tgt"],
+             "kept": r["_decision"]["kept"], "reason": r["_decision"]["rule"],
+             **{k: r["_decision"].get(k) for k in ("nmt_score", "lm_per_token", "nbest_rank")}}
+            for r in decided])
+        return [r["tgt"] for r in decided if r["_decision"]["kept"]]
+
     def rows_stage(self, d: Path) -> dict[str, Any]:
+        """Per row: the pooled LM (seed + the row's text in one lmplz run) and the
+        deliverable, the seed LM interpolated with an LM of the row's text.  ``<row>.*``
+        are the interpolated model's figures, ``<row>.pooled.*`` the pooled one's."""
         cfg = self.cfg
         seed = self._texts("seed.jsonl")
         test = self._texts("test.jsonl") or self._texts("tuning.jsonl")
         vocab = seed_vocabulary(seed)
-        lm_path = str(self.out / "seed_lm" / "seed.binary")
-        threshold = self.st.records["seed_lm"]["stats"]["lm_filter_threshold"]
-        weight = self.st.records["tune"]["stats"]["lm_weight"]
         metrics: dict[str, Any] = {}
         for name, row in self.rows.items():
             rd = d / name
             rd.mkdir()
-            kept: list[str] = []
-            if row.nmt is not None:
-                nbest = str(self.out / f"nbest_{row.nmt}" / "nbest.jsonl")
-                w = weight if row.rescore else None
-                t = threshold if row.lm_filter else None
-                counts = run_pipeline(
-                    lambda p, nbest=nbest, w=w, t=t, rd=rd: build_translation_filter(
-                        p, nbest, lm_path, w, t, str(rd)),
-                    pipeline_options(cfg.beam, self.beam_args))
-                acc = check_accounting("translations", counts)
-                decided = sorted(read_jsonl_shards(rd, "kept") + read_jsonl_shards(rd, "dropped"),
-                                 key=lambda r: r["id"])
-                kept = [r["tgt"] for r in decided if r["_decision"]["kept"]]
-                write_jsonl(rd / "translations.jsonl", [
-                    {"id": r["id"], "src": r["src"], "translation": r["tgt"],
-                     "kept": r["_decision"]["kept"], "reason": r["_decision"]["rule"],
-                     **{k: r["_decision"].get(k) for k in ("nmt_score", "lm_per_token",
-                                                           "nbest_rank")}} for r in decided])
-                metrics[f"{name}.translations"] = acc
-            arpa, binary = train_lm(seed + kept, rd, "lm", order=cfg.final_lm.order,
-                                    memory=cfg.final_lm.memory)
+            text = self._row_text(name, row, rd, metrics)
+            write_text(seed + text, rd / "lm.txt")
+            metrics[f"{name}.sentences"] = len(seed) + len(text)
+            if not text:  # seed_only, or a row whose filter kept nothing: the seed LM alone
+                for ext in ("arpa", "binary"):
+                    shutil.copy(self.out / "seed_lm" / f"seed.{ext}", rd / f"lm.{ext}")
+                ev = evaluate(LanguageModel(rd / "lm.binary"), test, vocab)
+                metrics.update({f"{name}.perplexity": ev.perplexity, f"{name}.oov_rate": ev.oov_rate})
+                self.st.log(f"rows: {name}: perplexity {ev.perplexity:.2f}, OOV {ev.oov_rate:.4f}")
+                continue
+            _, pooled = train_lm(seed + text, rd, "pooled", order=cfg.final_lm.order,
+                                 memory=cfg.final_lm.memory)
+            pev = evaluate(LanguageModel(pooled), test, vocab)
+            binary, weights = self._combined(text, rd)
             ev = evaluate(LanguageModel(binary), test, vocab)
-            metrics[f"{name}.perplexity"] = ev.perplexity
-            metrics[f"{name}.oov_rate"] = ev.oov_rate
-            metrics[f"{name}.sentences"] = len(seed) + len(kept)
-            self.st.log(f"rows: {name}: perplexity {ev.perplexity:.2f}, OOV {ev.oov_rate:.4f}, "
-                        f"{len(seed) + len(kept)} sentences")
-            if kept:
-                metrics.update(self._interpolated(name, kept, test, vocab, rd))
+            metrics.update({f"{name}.perplexity": ev.perplexity, f"{name}.oov_rate": ev.oov_rate,
+                            f"{name}.weights": {"seed": weights[0], "text": weights[1]},
+                            f"{name}.pooled.perplexity": pev.perplexity,
+                            f"{name}.pooled.oov_rate": pev.oov_rate})
+            self.st.log(f"rows: {name}: interpolated perplexity {ev.perplexity:.2f} (weights "
+                        f"{weights[0]:.3f}/{weights[1]:.3f}), OOV {ev.oov_rate:.4f}; pooled "
+                        f"{pev.perplexity:.2f}, OOV {pev.oov_rate:.4f}; {len(seed) + len(text)} sentences")
         return metrics
 
-    def _interpolated(self, row: str, kept: list[str], test: list[str], vocab: set[str],
-                      d: Path) -> dict[str, Any]:
-        """A row's kept translations as their own LM, linearly interpolated with the seed
-        LM; the seed weight is tuned on the tuning split, then the test file is scored."""
-        seed_lm = LanguageModel(self.out / "seed_lm" / "seed.binary")
-        _, binary = train_lm(kept, d, "translations", order=self.cfg.final_lm.order,
-                             memory=self.cfg.final_lm.memory)
-        trans_lm = LanguageModel(binary)
-        weight, grid = tune_interpolation(seed_lm, trans_lm, self._texts("tuning.jsonl"), vocab)
-        ev = evaluate_interpolated(seed_lm, trans_lm, weight, test, vocab)
-        self.st.log(f"rows: {row} interpolated: seed weight {weight} (tuning perplexity "
-                    f"{grid[weight]:.2f}) -> perplexity {ev.perplexity:.2f}, OOV {ev.oov_rate:.4f}")
-        key = f"interpolated.{row}"
-        return {f"{key}.perplexity": ev.perplexity, f"{key}.oov_rate": ev.oov_rate,
-                f"{key}.seed_weight": weight,
-                f"{key}.tuning_grid": {str(w): round(p, 3) for w, p in grid.items()}}
-
     def nmt_quality(self, d: Path) -> dict[str, Any]:
+        """chrF and BLEU of every row's translator on the tuning split's parallel pairs
+        (hypotheses and references normalised alike)."""
         import sacrebleu
 
         lm = LanguageModel(self.out / "seed_lm" / "seed.binary")
@@ -305,23 +420,35 @@ class LmRun:
             rows = read_jsonl(self.out / f"nbest_{row.nmt}" / "tuning_nbest.jsonl")
             if not rows:
                 return {"skipped": "no parallel_dev"}
-            hyps = [choose(BitextPair(r["id"], r["src"], ""), [Hypothesis(t, s) for t, s in r["nbest"]],
-                           lm, weight if row.rescore else None, None).record.tgt
+            hyps = [normalize(choose(BitextPair(r["id"], r["src"], ""),
+                                     [Hypothesis(t, s) for t, s in r["nbest"]], lm,
+                                     weight if row.rescore else None, None).record.tgt)
                     if r["nbest"] else "" for r in rows]
-            refs = [[r["ref"] for r in rows]]
+            refs = [[normalize(r["ref"]) for r in rows]]
             out[f"{name}.chrf"] = sacrebleu.corpus_chrf(hyps, refs).score
             out[f"{name}.bleu"] = sacrebleu.corpus_bleu(hyps, refs).score
         return out
 
     def final_lm(self, d: Path) -> dict[str, Any]:
-        """The deliverable: the 'all' row's LM training text, ARPA and binary LM."""
+        """The deliverable: the 'all' row's interpolated ARPA and binary LM, its training
+        text (seed + kept translations) and the translations with their scores."""
         src = self.out / "rows" / "all"
-        import shutil
         for name in ("lm.txt", "lm.arpa", "lm.binary", "translations.jsonl"):
             shutil.copy(src / name, d / name)
         rows = read_jsonl(d / "translations.jsonl")
         write_parquet(d / "translations.parquet", rows)
-        return {"sentences": sum(1 for _ in open(d / "lm.txt", encoding="utf-8"))}
+        return {"sentences": sum(1 for _ in open(d / "lm.txt", encoding="utf-8")),
+                "weights": self.st.records["rows"]["stats"].get("all.weights")}
+
+
+def _paths(inp: InputFile) -> list[str]:
+    import glob
+    return sorted(glob.glob(inp.path)) or [inp.path]
+
+
+def _count_lines(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
 def _keys(cfg: LmConfig, variants: list[str]) -> dict[str, str]:
@@ -329,16 +456,18 @@ def _keys(cfg: LmConfig, variants: list[str]) -> dict[str, str]:
     k["prepare"] = section_hash(cfg.target_seed, cfg.source_in_domain, cfg.parallel_dev,
                                 cfg.tuning_fraction, cfg.eval, cfg.seed)
     k["seed_lm"] = section_hash(k["prepare"], cfg.final_lm, cfg.lm_filter)
-    k["bitext"] = section_hash(k["prepare"], cfg.bitext, cfg.bitext_filter, cfg.tgt_lang)
-    k["subword"] = section_hash(k["bitext"], cfg.nmt.vocab_size)
+    k["bitext"] = section_hash(k["seed_lm"], cfg.bitext, cfg.bitext_filter, cfg.tgt_lang)
+    k["subword"] = section_hash(k["bitext"], cfg.nmt.vocab_size, cfg.nmt.normalize)
     for v in variants:
-        base, st = VARIANTS[v]
-        up = k[f"nmt_{base}"] if st else k["subword"]
-        k[f"nmt_{v}"] = section_hash(up, cfg.nmt, cfg.self_training if st else None)
+        var = VARIANTS[v]
+        up = k[f"nmt_{var.parent}"] if var.parent else k["subword"]
+        k[f"nmt_{v}"] = section_hash(up, cfg.nmt, var.step,
+                                     cfg.self_training if var.step == "self_train" else None,
+                                     cfg.seed_parallel if var.step == "seed_parallel" else None)
     for v in variants:
         k[f"nbest_{v}"] = section_hash(k[f"nmt_{v}"])
     k["tune"] = section_hash(k["seed_lm"], [k[f"nbest_{v}"] for v in variants], cfg.rescoring)
-    k["rows"] = section_hash(k["tune"], cfg.ablation)
+    k["rows"] = section_hash(k["tune"], cfg.ablation, "interpolated-v1")
     k["nmt_quality"] = k["rows"]
     k["final_lm"] = k["rows"]
     return k
@@ -349,8 +478,7 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
     st = StageRunner(cfg.output_dir, force, quiet)
     run = LmRun(cfg, beam_args, st)
     needed = sorted({r.nmt for r in run.rows.values() if r.nmt})
-    variants = sorted({VARIANTS[v][0] for v in needed} | set(needed),
-                      key=lambda v: (v.endswith("_st"), v))
+    variants = sorted({v for n in needed for v in chain(n)}, key=lambda v: (len(chain(v)), v))
     for name, key in _keys(cfg, variants).items():
         if name.startswith("nmt_") and name != "nmt_quality":
             fn = lambda d, v=name[4:]: run.nmt(v, d)  # noqa: E731
@@ -363,20 +491,37 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
         st.run(name, key, fn)
     rows = st.records["rows"]["stats"]
     metrics = {k: v for k, v in rows.items() if not k.endswith(".translations")}
-    if "all.perplexity" in metrics and "seed_only.perplexity" in metrics:
-        metrics["all.relative_perplexity_reduction"] = (
-            (metrics["seed_only.perplexity"] - metrics["all.perplexity"])
-            / metrics["seed_only.perplexity"])
-    if "interpolated.all.perplexity" in metrics and "seed_only.perplexity" in metrics:
-        metrics["interpolated.all.relative_perplexity_reduction"] = (
-            (metrics["seed_only.perplexity"] - metrics["interpolated.all.perplexity"])
-            / metrics["seed_only.perplexity"])
+    seed_ppl = metrics["seed_only.perplexity"]
+    for name in run.rows:
+        if name != "seed_only":
+            metrics[f"{name}.relative_perplexity_reduction"] = (
+                (seed_ppl - metrics[f"{name}.perplexity"]) / seed_ppl)
     q = st.records["nmt_quality"]["stats"]
-    if "all.chrf" in q:
-        metrics["nmt.chrf"] = q["all.chrf"]
-        metrics["nmt.bleu"] = q["all.bleu"]
-        metrics.update({f"nmt.{k}": v for k, v in q.items()})
+    metrics.update({f"nmt.{k}": v for k, v in q.items()})
     metrics["rescoring.lm_weight"] = st.records["tune"]["stats"]["lm_weight"]
+    metrics["lm_filter.threshold"] = st.records["seed_lm"]["stats"]["lm_filter_threshold"]
+    metrics["seconds"] = {name: rec["seconds"] for name, rec in st.records.items()}
     write_json(Path(cfg.output_dir) / "metrics.json", metrics)
     write_json(Path(cfg.output_dir) / "summary.json", st.records)
     return metrics
+
+
+def ablation_table(metrics: dict[str, Any]) -> str:
+    """The rows of one LM run as a Markdown table (what the README's result tables are)."""
+    def num(key: str, fmt: str) -> str:
+        v = metrics.get(key)
+        return "-" if v is None else format(v, fmt)
+
+    rows = [r for r in ROW_NAMES if f"{r}.sentences" in metrics]
+    out = ["| row | perplexity | OOV | vs seed_only | weights seed / text | pooled perplexity | "
+           "pooled OOV | LM sentences | chrF / BLEU |", "|---" * 9 + "|"]
+    for r in rows:
+        w = metrics.get(f"{r}.weights")
+        out.append(f"| {r} | {num(f'{r}.perplexity', '.2f')} | {num(f'{r}.oov_rate', '.2%')} | "
+                   f"{num(f'{r}.relative_perplexity_reduction', '+.1%')} | "
+                   f"{'-' if not w else format(w['seed'], '.3f') + ' / ' + format(w['text'], '.3f')} | "
+                   f"{num(f'{r}.pooled.perplexity', '.2f')} | {num(f'{r}.pooled.oov_rate', '.2%')} | "
+                   f"{metrics[f'{r}.sentences']:,} | {num(f'nmt.{r}.chrf', '.1f')} / "
+                   f"{num(f'nmt.{r}.bleu', '.1f')} |")
+    return "\n".join(out)
+

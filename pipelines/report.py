@@ -162,7 +162,19 @@ def _intent_sections(run: Path, metrics: dict[str, Any]) -> list[str]:
 def _lm_sections(run: Path, metrics: dict[str, Any]) -> list[str]:
     plt = _plt()
     parts = []
-    rows = read_jsonl_shards(run / "bitext", "kept") + read_jsonl_shards(run / "bitext", "dropped")
+    by_source = (json.loads((run / "summary.json").read_text()).get("bitext", {})
+                 .get("stats", {}).get("by_source", {}))
+    if by_source:
+        rules = sorted({k for c in by_source.values() for k in c} - {"read", "kept", "dropped", "rejected"})
+        head = "".join(f"<th>{h}</th>" for h in ["file", "read", "kept", "dropped", "rejected", *rules])
+        body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in [
+            path, *(f"{c.get(k, 0):,}" for k in ("read", "kept", "dropped", "rejected", *rules))])
+            + "</tr>" for path, c in sorted(by_source.items()))
+        parts.append("<h2>What the filter drew from each source</h2>"
+                     f"<table><tr>{head}</tr>{body}</table>")
+    # pairs that reached the encoder (the rest carry a rule's or the ranker's score)
+    rows = [r for name in ("kept", "dropped") for r in read_jsonl_shards(run / "bitext", name)
+            if r["_decision"]["rule"] in ("", "not_among_nearest", "too_far_from_domain")]
     if rows:
         kept, dropped = _scored(rows)
         parts.append("<h2>Embedding distance to the in-domain centroid</h2>" + _histogram(
@@ -181,18 +193,24 @@ def _lm_sections(run: Path, metrics: dict[str, Any]) -> list[str]:
             "per-token log10 probability under the seed LM", kept, dropped, thr, "log10 p / token"))
         parts.append("<h3>Examples: kept</h3>" + _examples(trans, True, "tgt"))
         parts.append("<h3>Examples: dropped</h3>" + _examples(trans, False, "tgt"))
-    names = [k[:-len(".perplexity")] for k in metrics if k.endswith(".perplexity")]
+    names = [k[:-len(".perplexity")] for k in metrics
+             if k.endswith(".perplexity") and not k.endswith(".pooled.perplexity")]
     if names:
         fig, ax = plt.subplots(figsize=(7, 3))
         ax.bar(names, [metrics[f"{n}.perplexity"] for n in names], color="#46c")
         ax.set_ylabel("perplexity (seed-vocabulary tokens)")
         ax.tick_params(axis="x", rotation=30)
         ax.set_title("ablation")
+        pooled = lambda n: (f"{metrics[f'{n}.pooled.perplexity']:.2f}"  # noqa: E731
+                            if f"{n}.pooled.perplexity" in metrics else "")
         table = "".join(f"<tr><td>{n}</td><td>{metrics[f'{n}.perplexity']:.2f}</td>"
-                        f"<td>{metrics.get(f'{n}.oov_rate', 0):.4f}</td>"
+                        f"<td>{metrics.get(f'{n}.oov_rate', 0):.4f}</td><td>{pooled(n)}</td>"
                         f"<td>{metrics.get(f'{n}.sentences', '')}</td></tr>" for n in names)
-        parts.append("<h2>Ablation</h2><table><tr><th>row</th><th>perplexity</th><th>OOV</th>"
-                     f"<th>LM sentences</th></tr>{table}</table>" + _png(fig))
+        parts.append("<h2>Ablation</h2><p>perplexity and OOV of each row's deliverable: the seed LM "
+                     "interpolated with an LM of the row's text (KenLM interpolate); pooled: one "
+                     "LM of seed and text together.</p><table><tr><th>row</th><th>perplexity</th>"
+                     f"<th>OOV</th><th>pooled perplexity</th><th>LM sentences</th></tr>{table}"
+                     "</table>" + _png(fig))
     return parts
 
 

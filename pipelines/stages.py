@@ -1,15 +1,21 @@
-"""Resumable stages: atomic outputs plus a completion record.
+"""Resumable stages: atomic outputs plus a completion record, one run per output folder.
 
 A stage writes into ``<output_dir>/<name>.tmp`` and renames it to
 ``<output_dir>/<name>`` when done, then writes ``<name>/_DONE.json`` holding the
-hash of its config sections and upstream stages, its counts and timings.  A rerun
-skips a stage whose record matches; ``force`` redoes it.
+stage's key, its counts and timings.  A rerun skips a stage whose record holds the same
+key; ``force`` redoes it.  The workflows build each key from the config sections the
+stage reads, the keys of the stages it reads from, the code version (``code_version``) and
+the content of its input files (``Fingerprints``), so a changed file or a new release
+re-runs exactly the stages that depend on it.  ``_LOCK.json`` holds the folder for one run.
 """
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +23,86 @@ from pathlib import Path
 from typing import Any
 
 DONE = "_DONE.json"
+LOCK = "_LOCK.json"
+FINGERPRINTS = "_fingerprints.json"
+HASH_CHUNK = 1 << 22
+
+
+def package_version() -> str:
+    """The installed package's version: part of the first stage's key, so that every stage
+    key (each chains its upstream keys) changes with a release.  A stage whose outputs
+    change between releases also carries a version of its own in its key."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("winnow")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "source"
+
+
+class Fingerprints:
+    """Content digests (sha256) of input files, cached by (size, mtime): a file is hashed
+    again only when its size or mtime changed, so reruns stay fast on large inputs (sha256
+    reads ~500 MB/s here), while a file touched but unchanged does not re-run anything."""
+
+    def __init__(self, cache_path: Path):
+        self.path = cache_path
+        self.cache: dict[str, dict[str, Any]] = (
+            json.loads(cache_path.read_text()) if cache_path.exists() else {})
+
+    def of(self, patterns: list[str]) -> dict[str, str]:
+        """{file: digest} for every file the patterns (paths or globs) name."""
+        out = {}
+        for pattern in patterns:
+            for path in sorted(glob.glob(pattern)) or [pattern]:
+                out[path] = self._digest(path)
+        return out
+
+    def _digest(self, path: str) -> str:
+        st = os.stat(path)
+        hit = self.cache.get(path)
+        if hit and hit["size"] == st.st_size and hit["mtime_ns"] == st.st_mtime_ns:
+            return hit["sha256"]
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
+                h.update(chunk)
+        self.cache[path] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.cache, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+        return self.cache[path]["sha256"]
+
+
+class RunLocked(RuntimeError):
+    pass
+
+
+def _read_lock(lock: Path) -> dict[str, Any]:
+    """The lock's holder; {} where the file is gone, or empty because its writer died
+    between creating and writing it (a half-second grace covers a writer still at work)."""
+    for _ in range(5):
+        try:
+            text = lock.read_text()
+        except FileNotFoundError:
+            return {}
+        if text:
+            try:
+                return json.loads(text)
+            except ValueError:
+                return {}
+        time.sleep(0.1)
+    return {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 class StageRunner:
@@ -26,13 +112,58 @@ class StageRunner:
         self.force = force or set()
         self.quiet = quiet
         self.records: dict[str, dict[str, Any]] = {}
+        self._lock()
+        self.fingerprints = Fingerprints(self.root / FINGERPRINTS)
+
+    def _lock(self) -> None:
+        """Hold the output folder for this run: a second run on it stops at once, naming
+        the first; a lock whose process is gone (a killed run) is taken over."""
+        lock = self.root / LOCK
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        while not self._try_create(lock, me):
+            other = _read_lock(lock)
+            if other.get("pid") == me["pid"] and other.get("host") == me["host"]:
+                break  # this process holds it already (the demo's second workflow)
+            if other and (other.get("host") != me["host"] or _alive(int(other["pid"]))):
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(other.get("started", 0)))
+                raise RunLocked(
+                    f"{self.root}: another winnow run holds this output folder (pid "
+                    f"{other['pid']} on {other.get('host')}, started {when}); wait for it, "
+                    f"stop it, or pick another output_dir. If that run is gone, delete {lock}.")
+            self.log(f"taking over a stale lock of pid {other.get('pid')} (no such process)")
+            lock.unlink(missing_ok=True)
+        self._lock_pid = me["pid"]
+        import atexit
+        atexit.register(self.release)
+
+    @staticmethod
+    def _try_create(lock: Path, me: dict[str, Any]) -> bool:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return True
+
+    def release(self) -> None:
+        """Give the output folder up (at exit, or when the workflow ends)."""
+        lock = self.root / LOCK
+        try:
+            if json.loads(lock.read_text()).get("pid") == self._lock_pid:
+                lock.unlink()
+        except (OSError, ValueError):
+            pass
 
     def log(self, msg: str) -> None:
         if not self.quiet:
             print(f"[winnow] {msg}", file=sys.stderr, flush=True)
 
-    def run(self, name: str, key: str, fn: Callable[[Path], dict[str, Any]]) -> Path:
-        """Run ``fn(tmp_dir) -> stats`` unless a completed run with the same key exists."""
+    def run(self, name: str, key: str, fn: Callable[[Path], dict[str, Any]],
+            inputs: dict[str, str] | None = None) -> Path:
+        """Run ``fn(tmp_dir) -> stats`` unless a completed run with the same key exists.
+        ``inputs`` ({file: digest}, already part of the key) is recorded, so that a rerun
+        can say which input file changed."""
         final = self.root / name
         marker = final / DONE
         if marker.exists() and name not in self.force and "all" not in self.force:
@@ -41,13 +172,16 @@ class StageRunner:
                 self.log(f"{name}: done earlier (skipped; --force {name} redoes it)")
                 self.records[name] = rec
                 return final
+            for change in _changed(rec.get("inputs") or {}, inputs or {}):
+                self.log(f"{name}: {change}")
         tmp = self.root / f"{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         self.log(f"{name}: running")
         start = time.time()
         stats = fn(tmp) or {}
-        rec = {"stage": name, "key": key, "seconds": round(time.time() - start, 2), "stats": stats}
+        rec = {"stage": name, "key": key, "seconds": round(time.time() - start, 2), "stats": stats,
+               "inputs": inputs or {}}
         (tmp / DONE).write_text(json.dumps(rec, indent=1, sort_keys=True, default=str))
         if final.exists():
             shutil.rmtree(final)
@@ -58,6 +192,12 @@ class StageRunner:
 
     def key_of(self, name: str) -> str:
         return self.records[name]["key"]
+
+
+def _changed(before: dict[str, str], now: dict[str, str]) -> list[str]:
+    out = [f"input changed: {p}" for p in sorted(set(before) & set(now)) if before[p] != now[p]]
+    out += [f"input added: {p}" for p in sorted(set(now) - set(before))]
+    return out + [f"input removed: {p}" for p in sorted(set(before) - set(now))]
 
 
 def _brief(stats: dict[str, Any]) -> str:

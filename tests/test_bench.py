@@ -3,17 +3,20 @@ int8, KenLM, the diversity selector) and writes bench.json; it claims nothing ab
 import json
 import math
 
+from conftest import REPO
 from winnow.pipelines.bench import run_bench
 
 
 def test_quick_bench_runs_every_row(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WINNOW_CACHE", str(tmp_path / "cache"))
-    rows = run_bench(quick=True, out=tmp_path / "bench.json")
+    rows = run_bench(quick=True, out=tmp_path / "bench.json",
+                     lm_config=REPO / "configs" / "massive-de.yaml")
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["quick"] is True and saved["rows"] == rows
     stages = [r["stage"] for r in rows]
     for part in ("n-gram relevance + top-k (Beam, 1 worker)", "(Beam, 2 workers)", "pool scoring memory",
-                 "MiniLM fp32", "MiniLM int8", "KenLM", "diversity selector"):
+                 "MiniLM fp32", "MiniLM int8", "KenLM", "diversity selector",
+                 "bitext filter cascade"):
         assert any(part in s for s in stages), part
     for r in rows:
         assert r["items"] > 0 and r["items_per_s"] > 0 and math.isfinite(r["ratio"]) and r["target"]

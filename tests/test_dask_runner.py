@@ -109,7 +109,7 @@ def test_bitext_filter_same_on_dask(tmp_path, dask_address):
                   "ragged line\n")
     s = BitextFilterSettings(keep_nearest=3, batch_size=2)
     results = _run_both(
-        lambda p, d: build_bitext_filter(p, InputFile(path=str(bt), format="bitext"), s, "de",
+        lambda p, d: build_bitext_filter(p, [InputFile(path=str(bt), format="bitext")], s, "de",
                                          centroid, d),
         "bitext", tmp_path, dask_address)
     _assert_same(results, {"read": 9, "kept": 3, "dropped": 5, "rejected": 1})

@@ -97,7 +97,7 @@ def test_bitext_filter_pipeline(tmp_path, e5):
                   "ok\tok\n"
                   "ragged line\n")
     s = BitextFilterSettings(keep_nearest=2, batch_size=8)
-    counts = run_pipeline(lambda p: build_bitext_filter(p, InputFile(path=str(bt), format="bitext"),
+    counts = run_pipeline(lambda p: build_bitext_filter(p, [InputFile(path=str(bt), format="bitext")],
                                                         s, "de", centroid.centroid, str(tmp_path)),
                           pipeline_options(BeamSettings(), ["--direct_num_workers=1"]))
     assert check_accounting("bitext", counts) == {"read": 7, "kept": 2, "dropped": 4, "rejected": 1}
@@ -124,8 +124,8 @@ def test_bitext_filter_keeps_exactly_n_where_ids_and_distances_tie(tmp_path, e5)
     s = BitextFilterSettings(keep_nearest=1, batch_size=8)
     out = tmp_path / "out"
     counts = run_pipeline(
-        lambda p: build_bitext_filter(p, InputFile(path=str(tmp_path / "*" / "bt.tsv"),
-                                                   format="bitext"),
+        lambda p: build_bitext_filter(p, [InputFile(path=str(tmp_path / "*" / "bt.tsv"),
+                                                    format="bitext")],
                                       s, "de", centroid.centroid, str(out)),
         pipeline_options(BeamSettings(), ["--direct_num_workers=1"]))
     assert check_accounting("bitext", counts) == {"read": 4, "kept": 1, "dropped": 3, "rejected": 0}
@@ -134,3 +134,82 @@ def test_bitext_filter_keeps_exactly_n_where_ids_and_distances_tie(tmp_path, e5)
                for r in read_jsonl_shards(out, "dropped")}
     assert dropped == {"abt:2": "not_among_nearest", "bbt:2": "duplicate",
                        "bbt:1": "not_among_nearest"}
+
+
+def test_moore_lewis_ranks_in_domain_text_first(tmp_path):
+    from winnow.lm.evaluation import seed_vocabulary
+    from winnow.lm.kenlm_tools import train_lm
+    from winnow.lm.moore_lewis import OOV_TOKEN, CrossEntropyDifference, map_to_vocabulary
+    from winnow.lm.scoring import LanguageModel
+
+    seed = ["stelle einen wecker für sieben uhr", "wie wird das wetter morgen",
+            "spiele musik von adele", "mach das licht im wohnzimmer an"] * 3
+    general = ["datei konnte nicht geöffnet werden", "ungültiger benutzername eingegeben",
+               "das menü der einstellungen öffnen", "wie wird das paket installiert",
+               "stelle die sprache ein"] * 3
+    vocab = seed_vocabulary(seed)
+    assert map_to_vocabulary("Wie wird das Paket?", vocab) == f"wie wird das {OOV_TOKEN}"
+    _, a = train_lm(seed, tmp_path, "in", order=3)
+    _, b = train_lm([map_to_vocabulary(t, vocab) for t in general], tmp_path, "general", order=3)
+    ranker = CrossEntropyDifference(LanguageModel(a), LanguageModel(b), vocab)
+    in_domain, software, unknown = ranker.scores(["stelle einen wecker für acht uhr",
+                                                  "datei konnte nicht gespeichert werden",
+                                                  "völlig unbekannte wörter hier"])
+    assert in_domain < 0 < software
+    # words neither model knows do not make a sentence look in-domain
+    assert unknown > 0
+
+
+def test_bitext_mix_shortlists_by_moore_lewis_and_accounts_per_source(tmp_path, e5):
+    """Two bitext files: each kept or dropped pair keeps its source file; read = kept +
+    dropped + rejected per file; only the Moore-Lewis shortlist reaches the encoder."""
+    from winnow.lm.evaluation import seed_vocabulary
+    from winnow.lm.kenlm_tools import train_lm
+    from winnow.lm.moore_lewis import map_to_vocabulary
+    from winnow.pipelines.beam_io import (check_accounting, check_accounting_by_file,
+                                          pipeline_options, read_jsonl_shards, run_pipeline)
+    from winnow.pipelines.config import BeamSettings, BitextFilterSettings, InputFile
+    from winnow.pipelines.lm_pipelines import RULE_NOT_SHORTLISTED, build_bitext_filter
+
+    seed = ["stelle einen wecker für sieben uhr", "wie wird das wetter morgen",
+            "spiele musik von adele", "mach das licht im wohnzimmer an"] * 3
+    vocab = seed_vocabulary(seed)
+    _, in_lm = train_lm(seed, tmp_path / "lm", "in", order=3)
+    _, general_lm = train_lm([map_to_vocabulary(t, vocab) for t in
+                              ["datei konnte nicht geöffnet werden", "paket wird installiert",
+                               "ungültiger benutzername", "das menü öffnen"] * 3],
+                             tmp_path / "lm", "general", order=3)
+    chat = tmp_path / "chat.tsv"
+    chat.write_text("set an alarm for six\tstelle einen wecker für sechs uhr\n"
+                    "how is the weather today\twie wird das wetter heute\n"
+                    "turn on the light please\tmach bitte das licht an\n")
+    software = tmp_path / "software.tsv"
+    software.write_text("could not open the file\tdatei konnte nicht geöffnet werden\n"
+                        "invalid user name entered\tungültiger benutzername eingegeben\n"
+                        "ragged line\n"
+                        "installing the package now\tdas paket wird jetzt installiert\n")
+    centroid = CentroidDistance.fit(encode(e5, seed, "passage"))
+    s = BitextFilterSettings(keep_nearest=2, shortlist=3, batch_size=8)
+    out = tmp_path / "out"
+    counts = run_pipeline(
+        lambda p: build_bitext_filter(p, [InputFile(path=str(chat), format="bitext"),
+                                          InputFile(path=str(software), format="bitext")],
+                                      s, "de", centroid.centroid, str(out),
+                                      (str(in_lm), str(general_lm), sorted(vocab))),
+        pipeline_options(BeamSettings(), ["--direct_num_workers=1"]))
+    assert check_accounting("bitext", counts) == {"read": 7, "kept": 2, "dropped": 4, "rejected": 1}
+    kept, dropped = read_jsonl_shards(out, "kept"), read_jsonl_shards(out, "dropped")
+    by_file = check_accounting_by_file("bitext", counts, kept, dropped,
+                                       read_jsonl_shards(out, "rejected"))
+    assert by_file == {str(chat): {"read": 3, "kept": 2, "dropped": 1, "rejected": 0},
+                       str(software): {"read": 4, "kept": 0, "dropped": 3, "rejected": 1}}
+    assert all(r["source"].startswith(str(chat) + ":") for r in kept)
+    not_listed = [r for r in dropped if r["_decision"]["rule"] == RULE_NOT_SHORTLISTED]
+    # the three chat pairs are the most in-domain by cross-entropy difference
+    assert len(not_listed) == 3 and all(r["source"].startswith(str(software)) for r in not_listed)
+    assert all(r["_decision"]["moore_lewis"] > max(k["_decision"]["moore_lewis"] for k in kept)
+               for r in not_listed)
+    # a file that lost a record fails the per-file check loudly
+    with pytest.raises(RuntimeError, match="software.tsv: read 4"):
+        check_accounting_by_file("bitext", counts, kept, [d for d in dropped if d is not not_listed[0]],
+                                 read_jsonl_shards(out, "rejected"))

@@ -93,24 +93,72 @@ def test_translation_filter_pipeline_accounting(seed_lm, tmp_path):
     assert reasons == ["empty_translation", "lm_improbable"]
 
 
-def test_interpolation_weight_one_is_the_seed_lm_and_tuning_picks_the_better_mix(seed_lm, tmp_path):
-    from winnow.lm.evaluation import (evaluate, evaluate_interpolated, seed_vocabulary,
-                                      tune_interpolation)
+def _state_scores(model, words):
+    """KenLM states before each word (from <s>), for querying any next word."""
+    import kenlm
 
-    other_text = ["stelle einen wecker für acht uhr", "wie wird das wetter heute",
-                  "datei konnte nicht geöffnet werden", "ungültiger benutzername"] * 3
-    _, binary = train_lm(other_text, tmp_path, "other", order=3)
-    other = LanguageModel(binary)
-    vocab = seed_vocabulary(SEED)
-    test = ["stelle einen wecker für acht uhr", "wie wird das wetter heute abend"]
-    alone = evaluate(seed_lm, test, vocab)
-    same = evaluate_interpolated(seed_lm, other, 1.0, test, vocab)
-    assert abs(same.perplexity - alone.perplexity) < 1e-6 * alone.perplexity
-    # "acht" and "heute" are unknown to the seed LM but known to the other one
-    assert evaluate_interpolated(seed_lm, other, 0.5, test, vocab).oov_rate < alone.oov_rate
-    weight, grid = tune_interpolation(seed_lm, other, test, vocab)
-    assert grid[weight] == min(grid.values()) and grid[weight] < alone.perplexity
-    # a tiny LM that knows none of the scored words cannot win through its <unk> mass
-    _, tiny_bin = train_lm(["völlig fremde wörter"], tmp_path, "tiny", order=3)
-    tiny = evaluate_interpolated(seed_lm, LanguageModel(tiny_bin), 0.5, test, vocab)
-    assert tiny.perplexity > alone.perplexity
+    states = [kenlm.State()]
+    model.BeginSentenceWrite(states[0])
+    for w in words:
+        nxt = kenlm.State()
+        model.BaseScore(states[-1], w, nxt)
+        states.append(nxt)
+    return states
+
+
+def test_kenlm_interpolate_writes_a_loadable_arpa_whose_probabilities_are_the_weighted_mix(tmp_path):
+    """KenLM's ``interpolate`` combines the models log-linearly and renormalises: for every
+    word, log p = sum_i w_i log p_i(word | h) - log Z(h), Z summing over the joint vocabulary.
+    The ARPA it writes must load in kenlm and give exactly that."""
+    import kenlm
+
+    from winnow.lm.kenlm_tools import build_binary, intermediate_prefix, interpolate, write_text
+
+    other = ["stelle einen wecker für acht uhr", "wie wird das wetter heute",
+             "datei konnte nicht geöffnet werden", "spiele musik bitte"] * 3
+    train_lm(SEED, tmp_path, "a", order=3, intermediate=True)
+    train_lm(other, tmp_path, "b", order=3, intermediate=True)
+    tuning = write_text(["stelle einen wecker für acht uhr", "wie wird das wetter in berlin"],
+                        tmp_path / "tuning.txt")
+    arpa, weights = interpolate([intermediate_prefix(tmp_path, "a"), intermediate_prefix(tmp_path, "b")],
+                                tuning, tmp_path / "mix.arpa")
+    assert len(weights) == 2 and all(w > 0 for w in weights)
+    mix = LanguageModel(build_binary(arpa, tmp_path / "mix.binary"))._model
+    a, b = kenlm.Model(str(tmp_path / "a.binary")), kenlm.Model(str(tmp_path / "b.binary"))
+    vocab = sorted({w for t in SEED + other for w in t.split()}) + ["</s>", "<unk>"]
+    lp = lambda model, state, word: model.BaseScore(state, word, kenlm.State())  # noqa: E731
+    checked = 0
+    for sent in ("stelle einen wecker für acht uhr", "wie ist das wetter heute", "spiele musik von adele"):
+        words = sent.split()
+        sa, sb, sm = _state_scores(a, words), _state_scores(b, words), _state_scores(mix, words)
+        for i, word in enumerate(words + ["</s>"]):
+            mixed = {v: weights[0] * lp(a, sa[i], v) + weights[1] * lp(b, sb[i], v) for v in vocab}
+            z = math.log10(sum(10 ** m for m in mixed.values()))
+            assert lp(mix, sm[i], word) == pytest.approx(mixed[word] - z, abs=2e-4), (sent, word)
+            checked += 1
+    assert checked == 18
+    # the mix knows the words either model knows: "heute" and "datei" are not in the seed
+    assert "heute" in mix and "datei" in mix and "heute" not in a and "datei" not in a
+
+
+def test_lm_filter_threshold_from_held_out_text_keeps_the_configured_share(tmp_path):
+    """The threshold is a percentile of held-out in-domain text under the seed LM, so unseen
+    in-domain sentences pass at about the configured rate; a percentile of the seed's own
+    (memorised) sentences would drop most of them."""
+    import random
+
+    rng = random.Random(3)
+    verbs = ["stelle", "mach", "spiele", "zeige", "starte", "öffne"]
+    objs = ["den wecker", "das licht", "die musik", "den timer", "das radio", "die liste"]
+    rest = ["für morgen", "im wohnzimmer", "bitte", "um acht uhr", "in der küche", "jetzt",
+            "für mich", "am abend"]
+    make = lambda n: [f"{rng.choice(verbs)} {rng.choice(objs)} {rng.choice(rest)} "  # noqa: E731
+                      f"{rng.choice(rest)}" for _ in range(n)]
+    seed, tuning, held_out = make(150), make(200), make(400)
+    _, binary = train_lm(seed, tmp_path, "seed", order=3)
+    lm = LanguageModel(binary)
+    passes = lambda thr: sum(lm.per_token(t) >= thr for t in held_out) / len(held_out)  # noqa: E731
+    share = passes(percentile_threshold(lm, tuning, 20))
+    assert 0.7 <= share <= 0.9
+    assert passes(percentile_threshold(lm, seed, 20)) < share
+

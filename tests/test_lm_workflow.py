@@ -22,12 +22,28 @@ def lm_run(demo_data, tmp_path_factory):
 @pytest.mark.slow
 def test_lm_chain_outputs_and_accounting(lm_run):
     metrics = json.loads((lm_run / "metrics.json").read_text())
-    for row in ("seed_only", "all"):
+    for row in ("seed_only", "target_text_only", "all"):
         assert metrics[f"{row}.perplexity"] > 1 and 0 <= metrics[f"{row}.oov_rate"] <= 1
     assert metrics["all.sentences"] >= metrics["seed_only.sentences"]
+    # the peer row: the seed LM interpolated by KenLM with an LM of the filtered target
+    # sides, next to the pooled LM of both
+    assert metrics["target_text_only.sentences"] == metrics["seed_only.sentences"] + 300
+    assert set(metrics["target_text_only.weights"]) == {"seed", "text"}
+    assert metrics["target_text_only.pooled.perplexity"] > 1
+    import kenlm
+    mixed = kenlm.Model(str(lm_run / "rows" / "target_text_only" / "lm.binary"))
+    text = {w for line in (lm_run / "rows" / "target_text_only" / "text.txt").open() for w in line.split()}
+    assert all(w in mixed for w in sorted(text)[:50])
     summary = json.loads((lm_run / "summary.json").read_text())
     bt = summary["bitext"]["stats"]
     assert bt["read"] == bt["kept"] + bt["dropped"] + bt["rejected"] and bt["kept"] == 300
+    (path, per_file), = bt["by_source"].items()
+    assert path.endswith("bitext.tsv") and per_file["read"] == bt["read"] and per_file["kept"] == 300
+    # the LM filter's threshold: the configured percentile of the held-out tuning split
+    from winnow.lm.scoring import LanguageModel, percentile_threshold
+    tuning = [json.loads(x)["text"] for x in (lm_run / "prepare" / "tuning.jsonl").open()]
+    assert summary["seed_lm"]["stats"]["lm_filter_threshold"] == pytest.approx(percentile_threshold(
+        LanguageModel(lm_run / "seed_lm" / "seed.binary"), tuning, 5))
     tr = summary["rows"]["stats"]["all.translations"]
     assert tr["read"] == tr["kept"] + tr["dropped"] == 200
     assert (lm_run / "final_lm" / "lm.binary").stat().st_size > 0
@@ -42,3 +58,23 @@ def test_lm_chain_is_deterministic(lm_run, demo_data, tmp_path):
     subprocess.run(lm_cmd(demo_data, out), cwd=REPO, check=True, capture_output=True)
     for rel in LM_OUTPUTS:
         assert (out / rel).read_bytes() == (lm_run / rel).read_bytes(), rel
+
+
+def test_rows_and_translator_chains(demo_data, tmp_path):
+    """`all` fine-tunes the filtered translator on the seed's parallel pairs, then self-trains
+    it; without parallel sources for the seed it only self-trains, and the seed_parallel row
+    goes.  Every row has a place in the table's order."""
+    from winnow.pipelines.config import load_config
+    from winnow.pipelines.lm_workflow import ROW_NAMES, chain, rows_for
+
+    cfg = load_config(REPO / "configs" / "massive-de.yaml", [f"output_dir={tmp_path}"],
+                      check_files=False)
+    rows = rows_for(cfg)
+    assert list(rows) == [r for r in ROW_NAMES if r in rows] and "seed_parallel" in rows
+    assert chain(rows["all"].nmt) == ["filtered", "filtered_sp", "filtered_sp_st"]
+    assert chain(rows["seed_parallel"].nmt) == ["unfiltered", "unfiltered_sp"]
+    assert rows["target_text_only"].target_text and rows["target_text_only"].nmt is None
+    hi = load_config(REPO / "configs" / "snips-hi.yaml", [f"output_dir={tmp_path}"], check_files=False)
+    assert chain(rows_for(hi)["all"].nmt) == ["filtered", "filtered_st"]
+    assert "seed_parallel" not in rows_for(hi)
+    assert len(hi.bitext) == 3 and {b.format for b in hi.bitext} == {"bitext"}

@@ -40,15 +40,16 @@ class NmtSettings:
     beam: int = 5
     nbest: int = 5
     seed: int = 1
+    threads: int = 1  # torch threads per fairseq process (OMP_NUM_THREADS)
     extra_train_args: list[str] = field(default_factory=list)
 
 
-def _env() -> dict[str, str]:
+def _env(threads: int) -> dict[str, str]:
     env = dict(os.environ)
     # torch >= 2.6 loads checkpoints with weights_only=True, which fairseq's
     # checkpoints (argparse Namespaces inside) do not survive.
     env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
-    env.setdefault("OMP_NUM_THREADS", "2")
+    env["OMP_NUM_THREADS"] = str(threads)
     env["PYTHONUNBUFFERED"] = "1"  # log lines (and the progress bar) as they happen
     return env
 
@@ -57,7 +58,7 @@ _UPDATES = re.compile(r"num_updates[\"=: ]+(\d+)")
 
 
 def _run(module: str, args: list[str], log_path: Path, total: int | None = None,
-         unit: str = "updates", counter: re.Pattern | None = None) -> str:
+         unit: str = "updates", counter: re.Pattern | None = None, threads: int = 1) -> str:
     """Run a fairseq entry point, streaming its output to ``log_path``.
 
     At a terminal (tqdm's ``disable=None``: quiet when piped, as under CI) a bar follows
@@ -74,7 +75,7 @@ def _run(module: str, args: list[str], log_path: Path, total: int | None = None,
     with open(log_path, "a", encoding="utf-8") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(),
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(threads),
                                 text=True)
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -149,7 +150,7 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
                  "--reset-dataloader", "--reset-meters"]
     else:
         args += ["--stop-time-hours", f"{s.max_minutes / 60:.4f}"]
-    _run("fairseq_cli.train", args, log, total=updates or s.max_updates)
+    _run("fairseq_cli.train", args, log, total=updates or s.max_updates, threads=s.threads)
     best = save_dir / "checkpoint_best.pt"
     return best if best.exists() else save_dir / "checkpoint_last.pt"
 
@@ -177,7 +178,7 @@ def generate_nbest(data_bin: Path, checkpoint: Path, subword: Subword, sources: 
                 "--buffer-size", "512", "--batch-size", "128", "--cpu", "--seed", str(s.seed),
                 "--max-len-a", "1.5", "--max-len-b", "10", "--input", str(src_file)],
                work / "generate.log", total=len(sources), unit="sentences",
-               counter=re.compile(r"^S-\d+\t"))
+               counter=re.compile(r"^S-\d+\t"), threads=s.threads)
     results: list[list[tuple[str, float]]] = [[] for _ in sources]
     pending: tuple[int, str] | None = None
     for line in out.splitlines():
