@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from winnow.pipelines.config import ConfigError, IntentConfig, load_config
-from winnow.pipelines.stages import RunLocked
+from winnow.pipelines.stages import OutputNotWritable, RunLocked
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"winnow: config error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, RunLocked) as err:
+    except (FileNotFoundError, ValueError, RunLocked, OutputNotWritable) as err:
         print(f"winnow: error: {err}", file=sys.stderr)
         return 2
 

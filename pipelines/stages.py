@@ -10,6 +10,8 @@ re-runs exactly the stages that depend on it.  ``_LOCK.json`` holds the folder f
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -69,13 +71,53 @@ class Fingerprints:
                 h.update(chunk)
         self.cache[path] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.cache, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        with _writes_to(self.path, "the input fingerprint cache"):
+            tmp.write_text(json.dumps(self.cache, indent=1, sort_keys=True))
+            os.replace(tmp, self.path)
         return self.cache[path]["sha256"]
 
 
 class RunLocked(RuntimeError):
     pass
+
+
+class OutputNotWritable(RuntimeError):
+    """The output folder is full or read-only: one message naming the path; the stages
+    completed before stay as they are, so a rerun resumes once there is room."""
+
+
+# a stage that fails with one of these could not write its outputs
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+_WRITE_MESSAGES = tuple(os.strerror(e) for e in sorted(_WRITE_ERRNOS))
+
+
+def _write_failure(err: BaseException) -> str | None:
+    """The reason, where ``err`` (or an error it was raised from: Beam and subprocesses wrap
+    the original) is a failed write; None for any other error."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _WRITE_ERRNOS:
+            return os.strerror(seen.errno) + (f": {seen.filename}" if seen.filename else "")
+        for msg in _WRITE_MESSAGES:
+            if msg in str(seen):
+                return msg
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _writes_to(path: Path, what: str):
+    try:
+        yield
+    except (RunLocked, OutputNotWritable):
+        raise
+    except Exception as err:
+        reason = _write_failure(err)
+        if reason is None:
+            raise
+        raise OutputNotWritable(f"{what} cannot write to {path} ({reason}); stages completed "
+                                "before are kept: free space or fix permissions, then rerun "
+                                "the same command to resume") from None
 
 
 def _read_lock(lock: Path) -> dict[str, Any]:
@@ -108,11 +150,12 @@ def _alive(pid: int) -> bool:
 class StageRunner:
     def __init__(self, output_dir: str | Path, force: set[str] | None = None, quiet: bool = False):
         self.root = Path(output_dir)
-        self.root.mkdir(parents=True, exist_ok=True)
         self.force = force or set()
         self.quiet = quiet
         self.records: dict[str, dict[str, Any]] = {}
-        self._lock()
+        with _writes_to(self.root, "the output folder"):
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock()
         self.fingerprints = Fingerprints(self.root / FINGERPRINTS)
 
     def _lock(self) -> None:
@@ -175,17 +218,18 @@ class StageRunner:
             for change in _changed(rec.get("inputs") or {}, inputs or {}):
                 self.log(f"{name}: {change}")
         tmp = self.root / f"{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         self.log(f"{name}: running")
         start = time.time()
-        stats = fn(tmp) or {}
-        rec = {"stage": name, "key": key, "seconds": round(time.time() - start, 2), "stats": stats,
-               "inputs": inputs or {}}
-        (tmp / DONE).write_text(json.dumps(rec, indent=1, sort_keys=True, default=str))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with _writes_to(tmp, f"stage {name}"):
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            stats = fn(tmp) or {}
+            rec = {"stage": name, "key": key, "seconds": round(time.time() - start, 2),
+                   "stats": stats, "inputs": inputs or {}}
+            (tmp / DONE).write_text(json.dumps(rec, indent=1, sort_keys=True, default=str))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
         self.records[name] = rec
         self.log(f"{name}: done in {rec['seconds']}s {_brief(stats)}")
         return final
