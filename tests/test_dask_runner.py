@@ -136,3 +136,98 @@ def test_lm_filter_same_on_dask(tmp_path, dask_address):
     acc = results["direct"][0]
     assert acc["read"] == 6 and acc["kept"] >= 1 and acc["dropped"] >= 2  # empty, junk
     _assert_same(results, acc)
+
+
+# -- a worker killed mid-stage ----------------------------------------------------------
+
+def _run_killing_a_worker(build, stage: str, out, tmp_path) -> tuple[dict, dict, bool]:
+    """Run on a fresh 2-worker cluster and SIGKILL worker 0 (its process group, so no nanny
+    brings it back) once it is working on the pipeline's tasks; return the accounting,
+    the records, and whether the kill landed while the pipeline was running."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from distributed import Client
+
+    state = tmp_path / "cluster"
+    info = dask_cluster.start(state, workers=2, port=dask_cluster.free_port())
+    address = info["address"]
+    result: dict = {}
+
+    def go():
+        try:
+            result["counts"] = run_pipeline(lambda p: build(p, str(out)), pipeline_options(
+                BeamSettings(runner="DaskRunner"),
+                ["--dask_partition_size=50", f"--dask_client_address={address.removeprefix('tcp://')}"]))
+        except Exception as err:  # noqa: BLE001 - reported by the assertion below
+            result["error"] = err
+    try:
+        with Client(address, timeout=10) as client:
+            victim = next(a for a, w in client.scheduler_info()["workers"].items()
+                          if w["name"] == "winnow-0")
+            thread = threading.Thread(target=go)
+            thread.start()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not client.processing().get(victim):
+                time.sleep(0.05)
+            killed_mid_run = thread.is_alive() and bool(client.processing().get(victim))
+            os.killpg(info["pids"][1], signal.SIGKILL)
+            thread.join(timeout=600)
+    finally:
+        dask_cluster.stop(state)
+    assert "error" not in result, f"the run failed after the kill: {result.get('error')!r}"
+    return (check_accounting(stage, result["counts"]),
+            {name: read_jsonl_shards(out, name) for name in OUTPUTS}, killed_mid_run)
+
+
+def _direct(build, stage: str, out) -> tuple[dict, dict]:
+    counts = run_pipeline(lambda p: build(p, str(out)),
+                          pipeline_options(BeamSettings(), ["--direct_num_workers=1"]))
+    return check_accounting(stage, counts), {name: read_jsonl_shards(out, name) for name in OUTPUTS}
+
+
+def test_killed_dask_worker_mid_pool_scoring_loses_nothing(tmp_path):
+    """Dask reschedules the dead worker's tasks on the other one: the run completes with
+    the same records and counters as the DirectRunner's."""
+    from winnow.pipelines.bench import synthetic_utterances
+    from winnow.pipelines.pool_scoring import build_pool_scoring
+    from winnow.selectors.ngram_relevance import NgramRelevanceModel
+
+    models = [NgramRelevanceModel.fit(["wake me up at seven", "set an alarm for six am"],
+                                      ["what is the weather", "play some jazz"], label="alarm_set")]
+    pool = tmp_path / "pool.txt"
+    pool.write_text("".join(t + "\n" for t in synthetic_utterances(6000, seed=5)))
+    build = lambda p, d: build_pool_scoring(  # noqa: E731
+        p, [InputFile(path=str(pool), format="text")], models, set(), d, top_k=300, threshold=None)
+    want_acc, want = _direct(build, "pool", tmp_path / "direct")
+    acc, got, mid_run = _run_killing_a_worker(build, "pool", tmp_path / "dask", tmp_path)
+    assert mid_run, "the worker was not busy with the pipeline when it was killed"
+    assert acc == want_acc and want_acc["read"] == 6000
+    for name in OUTPUTS:
+        assert _canonical(got[name]) == _canonical(want[name]), name
+
+
+def test_killed_dask_worker_mid_bitext_filter_loses_nothing(tmp_path):
+    from winnow.pipelines.lm_pipelines import build_bitext_filter
+    from winnow.selectors.bitext_filter import CentroidDistance
+    from winnow.selectors.embeddings import encode, load_encoder
+
+    centroid = CentroidDistance.fit(encode(load_encoder("e5-small"), [
+        "stelle einen wecker für sieben uhr", "wie wird das wetter morgen"], "passage")).centroid
+    hours = ["eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun", "zehn"]
+    days = ["montag", "dienstag", "mittwoch", "donnerstag", "freitag", "samstag", "sonntag"]
+    lines = [f"set an alarm for {h} on day {d}\tstelle einen wecker für {h} uhr am {d} {i}"
+             for i in range(6) for h in hours for d in days]
+    bt = tmp_path / "bt.tsv"
+    bt.write_text("".join(x + "\n" for x in lines))
+    s = BitextFilterSettings(keep_nearest=100, batch_size=16)
+    build = lambda p, d: build_bitext_filter(  # noqa: E731
+        p, [InputFile(path=str(bt), format="bitext")], s, "de", centroid, d)
+    want_acc, want = _direct(build, "bitext", tmp_path / "direct")
+    acc, got, mid_run = _run_killing_a_worker(build, "bitext", tmp_path / "dask", tmp_path)
+    assert mid_run, "the worker was not busy with the pipeline when it was killed"
+    assert acc == want_acc and want_acc["read"] == len(lines)
+    for name in OUTPUTS:
+        assert _canonical(got[name]) == _canonical(want[name]), name
