@@ -17,6 +17,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from winnow.pipelines import fileio
 from winnow.pipelines.config import BeamSettings, InputFile
 from winnow.pipelines.readers import read_file, stable_fraction
 from winnow.pipelines.records import Decision, Rejected, to_dict, to_json
@@ -85,7 +86,7 @@ class ReadRecords(beam.PTransform):
     def expand(self, pbegin):
         outputs = []
         for i, inp in enumerate(self.inputs):
-            paths = sorted(glob.glob(inp.path)) or [inp.path]
+            paths = fileio.expand(inp.path)
             res = (pbegin
                    | f"Files{i}" >> beam.Create(paths)
                    | f"Parse{i}" >> beam.ParDo(_ReadFile(self.stage, inp.model_dump()))

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from winnow.pipelines import fileio
 from winnow.pipelines.config import ConfigError, IntentConfig, load_config
 from winnow.pipelines.stages import OutputNotWritable, RunLocked
 
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"winnow: unexpected argument(s): {' '.join(unknown)}", file=sys.stderr)
         return 2
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    # the driver reads gs:// and s3:// inputs with the run's Beam options (--s3_endpoint_url...)
+    fileio.configure(beam_args)
     try:
         if args.command == "extract-partition":
             n = extract_partition(args.input, args.output, args.partition)

@@ -6,7 +6,6 @@ before validation, so an override is checked like the file itself.
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -17,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from winnow.pipelines import fileio
 from winnow.pipelines.readers import FORMATS
 from winnow.selectors.embeddings import INT8_SUFFIX
 
@@ -314,6 +314,8 @@ def expand_env(p: str) -> str:
 
 def _resolve(p: str, config_path: Path) -> str:
     p = expand_env(p)
+    if not fileio.is_local(p):
+        return p
     cand = (config_path.parent / p)
     if not Path(p).is_absolute() and cand.exists():
         return str(cand.resolve())
@@ -321,21 +323,30 @@ def _resolve(p: str, config_path: Path) -> str:
 
 
 def _not_found(config_path: Path, key: str, p: str) -> ConfigError:
-    where = "" if Path(p).is_absolute() else (
+    where = "" if Path(p).is_absolute() or not fileio.is_local(p) else (
         f" (relative paths are looked up in {config_path.parent.resolve()} and then in the "
         f"working directory {Path.cwd()}; set WINNOW_DATA or give an absolute path)")
     return ConfigError(f"{config_path}: {key}: file not found: {p}{where}")
 
 
+def _check_exists(config_path: Path, key: str, p: str) -> None:
+    """A local path is looked up on disk; a remote one (gs://, s3://) is matched in its
+    object store, where a missing bucket or no access says so."""
+    try:
+        found = bool(fileio.match(p)) or (fileio.is_local(p) and Path(p).exists())
+    except fileio.StorageError as err:
+        raise ConfigError(f"{config_path}: {key}: {err}") from None
+    if not found:
+        raise _not_found(config_path, key, p)
+
+
 def _check_paths(cfg: Config, config_path: Path) -> None:
     for key, inp in _input_files(cfg):
         inp.path = _resolve(inp.path, config_path)
-        if not (Path(inp.path).exists() or glob.glob(inp.path)):
-            raise _not_found(config_path, f"{key}.path", inp.path)
+        _check_exists(config_path, f"{key}.path", inp.path)
     if cfg.eval is not None:
         cfg.eval.test_path = _resolve(cfg.eval.test_path, config_path)
-        if not Path(cfg.eval.test_path).exists():
-            raise _not_found(config_path, "eval.test_path", cfg.eval.test_path)
+        _check_exists(config_path, "eval.test_path", cfg.eval.test_path)
 
 
 def _input_files(cfg: Config) -> list[tuple[str, InputFile]]:

@@ -2,7 +2,6 @@
 dead letters, write corpora as JSONL and Parquet, and cache sentence embeddings."""
 from __future__ import annotations
 
-import glob
 import json
 import os
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from winnow.pipelines import fileio
 from winnow.pipelines.config import InputFile
 from winnow.pipelines.readers import read_file, split_records, stable_fraction
 from winnow.pipelines.records import Rejected, to_json
@@ -20,7 +20,7 @@ def iter_input(inp: InputFile, respect_partition: bool = True) -> Iterator[Any]:
     """Records and dead letters of an input, its partition, sample and limit applied, as a
     stream: large inputs (a bitext mix) are never held whole on the driver."""
     n = 0
-    for path in sorted(glob.glob(inp.path)) or [inp.path]:
+    for path in fileio.expand(inp.path):
         for r in read_file(path, inp.format, locale=inp.locale):
             if isinstance(r, Rejected):
                 yield r

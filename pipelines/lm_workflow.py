@@ -34,6 +34,7 @@ from winnow.lm.scoring import LanguageModel, percentile_threshold
 from winnow.lm.text import normalize
 from winnow.pipelines.beam_io import (check_accounting, check_accounting_by_file, pipeline_options,
                                       read_jsonl_shards, run_pipeline, source_file)
+from winnow.pipelines import fileio
 from winnow.pipelines.config import InputFile, LmConfig, section_hash
 from winnow.pipelines.data_access import (EmbeddingCache, iter_input, read_input, read_jsonl,
                                           write_jsonl, write_parquet)
@@ -173,7 +174,7 @@ class LmRun:
         never held whole) over the seed's vocabulary (``lm.moore_lewis``)."""
         cfg = self.cfg
         vocabulary = seed_vocabulary(self._texts("seed.jsonl"))
-        total = sum(_count_lines(p) for inp in cfg.bitext for p in _paths(inp))
+        total = sum(_count_lines(p) for inp in cfg.bitext for p in fileio.expand(inp.path))
         rate = min(1.0, cfg.bitext_filter.general_lm_sentences / max(total, 1))
         sample = [map_to_vocabulary(r.tgt, vocabulary) for inp in cfg.bitext
                   for r in iter_input(inp) if not isinstance(r, Rejected)
@@ -441,13 +442,8 @@ class LmRun:
                 "weights": self.st.records["rows"]["stats"].get("all.weights")}
 
 
-def _paths(inp: InputFile) -> list[str]:
-    import glob
-    return sorted(glob.glob(inp.path)) or [inp.path]
-
-
 def _count_lines(path: str) -> int:
-    with open(path, "rb") as f:
+    with fileio.open_read(path) as f:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 

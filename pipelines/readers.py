@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
+from winnow.pipelines import fileio
 from winnow.pipelines.records import BitextPair, Rejected, Utterance, pair_from_dict
 from winnow.selectors.annotation import AnnotationError, parse_annotation
 
@@ -110,7 +111,7 @@ def parse_jsonl(line: str, src: str, **_: Any) -> Utterance:
 
 
 def parse_text(line: str, src: str, lineno: int, locale: str = "", **_: Any) -> Utterance:
-    return Utterance(id=f"{Path(src.split(':')[0]).stem}:{lineno}", text=_clean_text(line),
+    return Utterance(id=f"{Path(src.rsplit(':', 1)[0]).stem}:{lineno}", text=_clean_text(line),
                      locale=locale, source=src)
 
 
@@ -119,7 +120,7 @@ def parse_bitext(line: str, src: str, lineno: int, src_lang: str = "", tgt_lang:
     cols = line.split("\t")
     if len(cols) != 2:
         raise BadRecord(f"expected 2 tab-separated columns, found {len(cols)}")
-    return BitextPair(id=f"{Path(src.split(':')[0]).stem}:{lineno}",
+    return BitextPair(id=f"{Path(src.rsplit(':', 1)[0]).stem}:{lineno}",
                       src=_clean_text(cols[0], "source text"),
                       tgt=_clean_text(cols[1], "target text"),
                       src_lang=src_lang, tgt_lang=tgt_lang, source=src)
@@ -176,7 +177,7 @@ _HEADER_FORMATS = {"hwu64", "snips_mt"}  # first line is a header
 def read_lines(path: str, fmt: str, **opts: Any) -> Iterator[Record]:
     """Records of a line-oriented file; undecodable or malformed lines become Rejected."""
     parser = LINE_PARSERS[fmt]
-    with open(path, "rb") as f:
+    with fileio.open_read(path) as f:
         for lineno, raw in enumerate(f, start=1):
             if lineno == 1 and fmt in _HEADER_FORMATS:
                 continue
@@ -198,7 +199,7 @@ def read_lines(path: str, fmt: str, **opts: Any) -> Iterator[Record]:
 def read_snips(path: str, locale: str = "en-US", **_: Any) -> Iterator[Record]:
     """A SNIPS benchmark JSON document: {Intent: [{"data": [{"text", "entity"?}, ...]}]}."""
     try:
-        doc = json.loads(Path(path).read_bytes().decode("utf-8"))
+        doc = json.loads(fileio.read_bytes(path).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         yield Rejected(path, 0, f"unreadable SNIPS JSON document: {err}", "")
         return

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import hashlib
 import json
 import os
@@ -23,6 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from winnow.pipelines import fileio
 
 DONE = "_DONE.json"
 LOCK = "_LOCK.json"
@@ -56,8 +57,8 @@ class Fingerprints:
         """{file: digest} for every file the patterns (paths or globs) name."""
         out = {}
         for pattern in patterns:
-            for path in sorted(glob.glob(pattern)) or [pattern]:
-                out[path] = self._digest(path)
+            for path in fileio.expand(pattern):
+                out[path] = self._digest(path) if fileio.is_local(path) else fileio.checksum(path)
         return out
 
     def _digest(self, path: str) -> str:

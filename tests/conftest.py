@@ -31,13 +31,15 @@ def demo_data(tmp_path_factory) -> Path:
     return make_demo_data(tmp_path_factory.mktemp("demo"))
 
 
-def intent_cmd(data: Path, out: Path) -> list[str]:
+def intent_cmd(data: Path | str, out: Path) -> list[str]:
+    """The demo intent config on the generated data (a folder, or a gs:// or s3:// prefix)."""
     cfg = REPO / "configs" / "demo-intent.yaml"
+    at = lambda name: f"{str(data).rstrip('/')}/{name}"  # noqa: E731
     sets = [f"output_dir={out}"]
     for key, name in (("annotated", "intents.jsonl"), ("pool", "pool.txt")):
-        sets.append(f"{key}=[{{path: {data / name}, format: "
+        sets.append(f"{key}=[{{path: '{at(name)}', format: "
                     f"{'massive' if key == 'annotated' else 'text'}}}]")
-    sets.append(f"eval.test_path={data / 'test.jsonl'}")
+    sets.append(f"eval.test_path={at('test.jsonl')}")
     args = [sys.executable, "-m", "winnow.pipelines.cli", "run", str(cfg), "--quiet"]
     for s in sets:
         args += ["--set", s]
