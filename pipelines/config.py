@@ -175,6 +175,9 @@ class NmtConfig(Strict):
                             "the LM's (lower-cased, no punctuation), the style of spoken seeds")
     threads: int = Field(1, ge=1, description="torch threads per fairseq process "
                          "(OMP_NUM_THREADS); 1 is fastest for small models on shared cores")
+    parallel: int = Field(2, ge=1, description="translators trained or decoding at the same "
+                          "time (independent chains: unfiltered and filtered); parallel x "
+                          "threads should not exceed the cores")
 
     @model_validator(mode="after")
     def _dims(self) -> "NmtConfig":

@@ -41,7 +41,7 @@ from winnow.pipelines.data_access import (EmbeddingCache, iter_input, read_input
 from winnow.pipelines.readers import stable_fraction
 from winnow.pipelines.lm_pipelines import (build_bitext_filter, build_translation_filter, choose)
 from winnow.pipelines.records import BitextPair, Rejected
-from winnow.pipelines.stages import StageRunner, write_json
+from winnow.pipelines.stages import Stage, StageRunner, write_json
 from winnow.selectors.bitext_filter import CentroidDistance
 from winnow.translate import fairseq_nmt
 from winnow.translate.subword import Subword
@@ -457,7 +457,8 @@ def _keys(cfg: LmConfig, variants: list[str]) -> dict[str, str]:
     for v in variants:
         var = VARIANTS[v]
         up = k[f"nmt_{var.parent}"] if var.parent else k["subword"]
-        k[f"nmt_{v}"] = section_hash(up, cfg.nmt, var.step,
+        # parallel only schedules: the same translators come out however many train at once
+        k[f"nmt_{v}"] = section_hash(up, cfg.nmt.model_dump(exclude={"parallel"}), var.step,
                                      cfg.self_training if var.step == "self_train" else None,
                                      cfg.seed_parallel if var.step == "seed_parallel" else None)
     for v in variants:
@@ -475,16 +476,25 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
     run = LmRun(cfg, beam_args, st)
     needed = sorted({r.nmt for r in run.rows.values() if r.nmt})
     variants = sorted({v for n in needed for v in chain(n)}, key=lambda v: (len(chain(v)), v))
-    for name, key in _keys(cfg, variants).items():
+    keys = _keys(cfg, variants)
+    after = {"prepare": (), "seed_lm": ("prepare",), "bitext": ("seed_lm",), "subword": ("bitext",),
+             "tune": ("seed_lm", *(f"nbest_{v}" for v in needed)), "rows": ("tune",),
+             "nmt_quality": ("rows",), "final_lm": ("rows",)}
+    stages = []
+    for name, key in keys.items():
         if name.startswith("nmt_") and name != "nmt_quality":
-            fn = lambda d, v=name[4:]: run.nmt(v, d)  # noqa: E731
+            parent = VARIANTS[name[4:]].parent
+            stages.append(Stage(name, key, lambda d, v=name[4:]: run.nmt(v, d),
+                                ("subword", f"nmt_{parent}") if parent else ("subword",),
+                                concurrent=True))
         elif name.startswith("nbest_"):
-            if name[6:] not in needed:
-                continue
-            fn = lambda d, v=name[6:]: run.nbest(v, d)  # noqa: E731
+            if name[6:] in needed:
+                stages.append(Stage(name, key, lambda d, v=name[6:]: run.nbest(v, d),
+                                    (f"nmt_{name[6:]}",), concurrent=True))
         else:
-            fn = getattr(run, "rows_stage" if name == "rows" else name)
-        st.run(name, key, fn)
+            stages.append(Stage(name, key, getattr(run, "rows_stage" if name == "rows" else name),
+                                after[name]))
+    st.run_all(stages, workers=cfg.nmt.parallel)
     rows = st.records["rows"]["stats"]
     metrics = {k: v for k, v in rows.items() if not k.endswith(".translations")}
     seed_ppl = metrics["seed_only.perplexity"]

@@ -20,6 +20,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Stage:
+    """A stage for ``StageRunner.run_all``: what it runs, its key, the stages it reads."""
+
+    name: str
+    key: str
+    fn: Callable[[Path], dict[str, Any]]
+    after: tuple[str, ...] = ()
+    inputs: dict[str, str] | None = None
+    concurrent: bool = False  # its work runs in subprocesses: it may run beside others
+
+
 class StageRunner:
     def __init__(self, output_dir: str | Path, force: set[str] | None = None, quiet: bool = False):
         self.root = Path(output_dir)
@@ -234,6 +247,36 @@ class StageRunner:
         self.records[name] = rec
         self.log(f"{name}: done in {rec['seconds']}s {_brief(stats)}")
         return final
+
+    def run_all(self, stages: list[Stage], workers: int = 1) -> None:
+        """Run ``stages`` in dependency order.  Up to ``workers`` stages marked concurrent run
+        at the same time (two translators train at once on two cores); any other stage
+        runs alone.  Outputs do not depend on the order: each stage is seeded and reads
+        only what it names in ``after``."""
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        pending = list(stages)
+        done: set[str] = set()
+        running: dict[Any, Stage] = {}
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            while pending or running:
+                for stage in [s for s in pending if set(s.after) <= done]:
+                    alone = not stage.concurrent or any(not r.concurrent for r in running.values())
+                    if running and (alone or len(running) >= workers):
+                        break
+                    pending.remove(stage)
+                    running[pool.submit(self.run, stage.name, stage.key, stage.fn,
+                                        stage.inputs)] = stage
+                if not running:
+                    missing = {a for s in pending for a in s.after} - done - {s.name for s in pending}
+                    raise RuntimeError(f"stages wait for stages that do not exist: {sorted(missing)}")
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    stage = running.pop(future)
+                    if future.exception() is not None:
+                        wait(running)  # let the others end before the error surfaces
+                        raise future.exception()
+                    done.add(stage.name)
 
     def key_of(self, name: str) -> str:
         return self.records[name]["key"]

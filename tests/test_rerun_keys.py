@@ -85,3 +85,45 @@ def test_one_run_per_output_folder(demo_data, tmp_path):
     assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
     runner.release()
     assert not (tmp_path / LOCK).exists()
+
+
+def test_run_all_follows_dependencies_and_runs_concurrent_stages_side_by_side(tmp_path):
+    import threading
+    import time
+
+    from winnow.pipelines.stages import Stage
+
+    log, live, peak = [], set(), [0]
+    lock = threading.Lock()
+
+    def work(name, seconds=0.2):
+        def fn(d):
+            with lock:
+                live.add(name)
+                peak[0] = max(peak[0], len(live))
+                log.append(f"start {name}")
+            time.sleep(seconds)
+            with lock:
+                live.discard(name)
+                log.append(f"end {name}")
+            return {}
+        return fn
+
+    st = StageRunner(tmp_path, quiet=True)
+    st.run_all([Stage("prep", "k", work("prep")),
+                Stage("a", "k", work("a"), ("prep",), concurrent=True),
+                Stage("b", "k", work("b"), ("prep",), concurrent=True),
+                Stage("c", "k", work("c"), ("prep",), concurrent=True),
+                Stage("join", "k", work("join"), ("a", "b", "c"))], workers=2)
+    assert log[:2] == ["start prep", "end prep"] and log[-2:] == ["start join", "end join"]
+    assert peak[0] == 2  # never more than the workers, and never the exclusive ones beside others
+    assert all((tmp_path / n / "_DONE.json").exists() for n in ("prep", "a", "b", "c", "join"))
+
+    def boom(d):
+        raise ValueError("stage failed")
+    with pytest.raises(ValueError, match="stage failed"):
+        st.run_all([Stage("x", "k2", boom, concurrent=True),
+                    Stage("y", "k2", work("y"), concurrent=True),
+                    Stage("z", "k2", work("z"), ("x",))], workers=2)
+    assert (tmp_path / "y" / "_DONE.json").exists() and not (tmp_path / "z").exists()
+    st.release()
