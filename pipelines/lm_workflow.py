@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from winnow.lm.evaluation import evaluate, seed_vocabulary
-from winnow.lm.kenlm_tools import intermediate_prefix, interpolate, train_lm, write_text
+from winnow.lm.kenlm_tools import (build_binary, intermediate_prefix, interpolate, train_lm,
+                                   write_text)
 from winnow.lm.moore_lewis import map_to_vocabulary
 from winnow.lm.rescoring import Hypothesis
 from winnow.lm.scoring import LanguageModel, percentile_threshold
@@ -321,7 +322,6 @@ class LmRun:
         seed_dir = self.out / "seed_lm"
         arpa, weights = interpolate([intermediate_prefix(seed_dir, "seed"), intermediate_prefix(d, "text")],
                                     seed_dir / "tuning.txt", d / "lm.arpa", memory=cfg.final_lm.memory)
-        from winnow.lm.kenlm_tools import build_binary
         return build_binary(arpa, d / "lm.binary"), weights
 
     def tune(self, d: Path) -> dict[str, Any]:
