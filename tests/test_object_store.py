@@ -122,3 +122,23 @@ def test_intent_demo_reads_its_inputs_from_a_bucket(store, request, demo_data, r
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
         assert "eval.test_path" in r.stderr and bad.split("/")[2] in r.stderr
     shutil.rmtree(tmp_path / "run")
+
+
+def test_dataflow_config_validates_with_its_data_in_a_gs_bucket(gcs, tmp_path):
+    """The README's Dataflow recipe: WINNOW_DATA=gs://bucket/datasets; the validator matches
+    every input (globs too) in the bucket, and names the key of one that is missing."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    bucket = storage.Client(project="test", credentials=AnonymousCredentials()).bucket(BUCKET)
+    for name in ("massive/data/en-US.jsonl", "slurp/dataset/lm/lm.txt",
+                 "hwu64_nlu_evaluation_data/KFold_1/testset/csv/alarm.csv"):
+        bucket.blob(f"datasets/{name}").upload_from_string("stand-in\n")
+    env = {**gcs, "WINNOW_DATA": f"gs://{BUCKET}/datasets"}
+    cmd = [sys.executable, "-m", "winnow.pipelines.cli", "validate",
+           str(REPO / "configs" / "dataflow-massive-intent.yaml")]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    bucket.blob("datasets/slurp/dataset/lm/lm.txt").delete()
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "pool.1.path: file not found: gs://" in r.stderr
