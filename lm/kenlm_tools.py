@@ -112,32 +112,25 @@ def train_lm(sentences: list[str], out_dir: str | Path, name: str, order: int = 
     return arpa, binary
 
 
-def interpolate(models: list[Path], tuning_text: str | Path, arpa_path: str | Path,
-                memory: str = DEFAULT_MEMORY) -> tuple[Path, list[float]]:
+def interpolate(models: list[Path], weights: list[float], arpa_path: str | Path,
+                memory: str = DEFAULT_MEMORY) -> Path:
     """KenLM's ``interpolate``: the models (intermediate prefixes from ``train_lm(...,
-    intermediate=True)``) combined into one ARPA, with weights tuned on ``tuning_text``.
+    intermediate=True)``) combined into one ARPA with the given weights.
 
     KenLM interpolates log-linearly and renormalises (Heafield et al. 2016, "Normalized
     log-linear interpolation of backoff language models is efficient"): p(w | h) is
-    proportional to prod_i p_i(w | h) ** weight_i, the weights chosen by Newton's method
-    to minimise the tuning text's perplexity.  The weights are returned in model order.
+    proportional to prod_i p_i(w | h) ** weight_i over the models' joint vocabulary.
     """
     arpa_path = Path(arpa_path)
     tmp_out = arpa_path.with_suffix(arpa_path.suffix + ".tmp")
     with tempfile.TemporaryDirectory(prefix="interpolate-") as tmpdir, \
             open(tmp_out, "wb") as fout:
-        cmd = [kenlm_binary("interpolate"), "-m", *map(str, models), "-t", str(tuning_text),
+        cmd = [kenlm_binary("interpolate"), "-m", *map(str, models), "-w", *map(str, weights),
                "-S", memory, "-T", f"{tmpdir}/lm"]
         proc = subprocess.run(cmd, stdout=fout, stderr=subprocess.PIPE)
-    err = proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
         tmp_out.unlink(missing_ok=True)
         raise RuntimeError(f"interpolate failed on {', '.join(map(str, models))} (exit "
-                           f"{proc.returncode}):\n{err[-2000:]}")
-    weights = [float(w) for line in err.splitlines() if line.startswith("Final weights:")
-               for w in line.split(":", 1)[1].split()]
-    if len(weights) != len(models):
-        tmp_out.unlink(missing_ok=True)
-        raise RuntimeError(f"interpolate printed no weights for {len(models)} models:\n{err[-2000:]}")
+                           f"{proc.returncode}):\n{proc.stderr.decode(errors='replace')[-2000:]}")
     os.replace(tmp_out, arpa_path)
-    return arpa_path, weights
+    return arpa_path

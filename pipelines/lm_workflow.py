@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from winnow.lm.evaluation import evaluate, seed_vocabulary
-from winnow.lm.kenlm_tools import (build_binary, intermediate_prefix, interpolate, train_lm,
-                                   write_text)
+from winnow.lm.combine import Combined, combine
+from winnow.lm.kenlm_tools import train_lm, write_text
 from winnow.lm.moore_lewis import map_to_vocabulary
 from winnow.lm.rescoring import Hypothesis
 from winnow.lm.scoring import LanguageModel, percentile_threshold
@@ -313,16 +313,13 @@ class LmRun:
                                                for r, lst in zip(par, lists[len(source):])])
         return {"sources": len(texts), "empty": sum(1 for lst in lists if not lst)}
 
-    def _combined(self, text: list[str], d: Path) -> tuple[Path, list[float]]:
-        """The seed LM and an LM of ``text`` interpolated by KenLM, weights tuned on the
-        tuning split: the model a row delivers.  Returns its binary and the weights."""
+    def _combined(self, text: list[str], d: Path) -> Combined:
+        """The seed joined by ``text``: pooled or interpolated, chosen on the tuning split
+        (``lm.combine``); the model a row delivers."""
         cfg = self.cfg
-        train_lm(text, d, "text", order=cfg.final_lm.order, memory=cfg.final_lm.memory,
-                 intermediate=True)
-        seed_dir = self.out / "seed_lm"
-        arpa, weights = interpolate([intermediate_prefix(seed_dir, "seed"), intermediate_prefix(d, "text")],
-                                    seed_dir / "tuning.txt", d / "lm.arpa", memory=cfg.final_lm.memory)
-        return build_binary(arpa, d / "lm.binary"), weights
+        seed = self._texts("seed.jsonl")
+        return combine(self.out / "seed_lm", "seed", seed, text, self._texts("tuning.jsonl"),
+                       seed_vocabulary(seed), d, cfg.final_lm.order, cfg.final_lm.memory)
 
     def tune(self, d: Path) -> dict[str, Any]:
         """λ: the grid value whose interpolated LM has the lowest tuning-split perplexity."""
@@ -330,15 +327,13 @@ class LmRun:
         if cfg.rescoring.lm_weight is not None:
             return {"lm_weight": cfg.rescoring.lm_weight, "tuned": False}
         lm = LanguageModel(self.out / "seed_lm" / "seed.binary")
-        tuning = self._texts("tuning.jsonl")
-        vocab = seed_vocabulary(self._texts("seed.jsonl"))
         nbest = read_jsonl(self.out / f"nbest_{self.rows['all'].nmt}" / "nbest.jsonl")
         results = {}
         for w in cfg.rescoring.grid:
             kept = [choose(BitextPair(r["id"], r["src"], ""), [Hypothesis(t, s) for t, s in r["nbest"]],
                            lm, w, None).record.tgt for r in nbest if r["nbest"]]
-            binary, _ = self._combined(kept, d / f"w{w}")
-            results[w] = evaluate(LanguageModel(binary), tuning, vocab).perplexity
+            combined = self._combined(kept, d / f"w{w}")
+            results[w] = combined.tuning_perplexity[combined.deliverable]
             self.st.log(f"tune: lm_weight={w} -> tuning perplexity {results[w]:.2f}")
             shutil.rmtree(d / f"w{w}")
         best = min(results, key=lambda w: (results[w], w))
@@ -372,10 +367,11 @@ class LmRun:
         return [r["tgt"] for r in decided if r["_decision"]["kept"]]
 
     def rows_stage(self, d: Path) -> dict[str, Any]:
-        """Per row: the pooled LM (seed + the row's text in one lmplz run) and the
-        deliverable, the seed LM interpolated with an LM of the row's text.  ``<row>.*``
-        are the interpolated model's figures, ``<row>.pooled.*`` the pooled one's."""
-        cfg = self.cfg
+        """Per row: the pooled LM (seed + the row's text in one lmplz run), the seed LM
+        interpolated with an LM of the row's text, and the deliverable, whichever of these
+        and the seed LM alone has the lowest tuning perplexity (``lm.combine``).
+        ``<row>.perplexity`` and ``<row>.oov_rate`` are the deliverable's;
+        ``<row>.pooled.*`` and ``<row>.interpolated.*`` the two candidates'."""
         seed = self._texts("seed.jsonl")
         test = self._texts("test.jsonl") or self._texts("tuning.jsonl")
         vocab = seed_vocabulary(seed)
@@ -393,18 +389,21 @@ class LmRun:
                 metrics.update({f"{name}.perplexity": ev.perplexity, f"{name}.oov_rate": ev.oov_rate})
                 self.st.log(f"rows: {name}: perplexity {ev.perplexity:.2f}, OOV {ev.oov_rate:.4f}")
                 continue
-            _, pooled = train_lm(seed + text, rd, "pooled", order=cfg.final_lm.order,
-                                 memory=cfg.final_lm.memory)
-            pev = evaluate(LanguageModel(pooled), test, vocab)
-            binary, weights = self._combined(text, rd)
-            ev = evaluate(LanguageModel(binary), test, vocab)
-            metrics.update({f"{name}.perplexity": ev.perplexity, f"{name}.oov_rate": ev.oov_rate,
-                            f"{name}.weights": {"seed": weights[0], "text": weights[1]},
-                            f"{name}.pooled.perplexity": pev.perplexity,
-                            f"{name}.pooled.oov_rate": pev.oov_rate})
-            self.st.log(f"rows: {name}: interpolated perplexity {ev.perplexity:.2f} (weights "
-                        f"{weights[0]:.3f}/{weights[1]:.3f}), OOV {ev.oov_rate:.4f}; pooled "
-                        f"{pev.perplexity:.2f}, OOV {pev.oov_rate:.4f}; {len(seed) + len(text)} sentences")
+            c = self._combined(text, rd)
+            ev = {kind: evaluate(LanguageModel(path), test, vocab)
+                  for kind, path in (("interpolated", c.interpolated), ("pooled", c.pooled))}
+            best = evaluate(LanguageModel(c.binary), test, vocab)
+            metrics.update({f"{name}.perplexity": best.perplexity, f"{name}.oov_rate": best.oov_rate,
+                            f"{name}.deliverable": c.deliverable,
+                            f"{name}.weights": {"seed": c.weights[0], "text": c.weights[1]},
+                            f"{name}.tuning_perplexity": c.tuning_perplexity})
+            for kind, e in ev.items():
+                metrics.update({f"{name}.{kind}.perplexity": e.perplexity,
+                                f"{name}.{kind}.oov_rate": e.oov_rate})
+            self.st.log(f"rows: {name}: {c.deliverable} perplexity {best.perplexity:.2f}, OOV "
+                        f"{best.oov_rate:.4f} (interpolated {ev['interpolated'].perplexity:.2f} with "
+                        f"weights {c.weights[0]}/{c.weights[1]}, pooled {ev['pooled'].perplexity:.2f}; "
+                        f"{len(seed) + len(text)} sentences)")
         return metrics
 
     def nmt_quality(self, d: Path) -> dict[str, Any]:
@@ -431,15 +430,18 @@ class LmRun:
         return out
 
     def final_lm(self, d: Path) -> dict[str, Any]:
-        """The deliverable: the 'all' row's interpolated ARPA and binary LM, its training
-        text (seed + kept translations) and the translations with their scores."""
+        """The deliverable: the 'all' row's chosen ARPA and binary LM (interpolated or
+        pooled, whichever the tuning split prefers), its training text (seed + kept
+        translations) and the translations with their scores."""
         src = self.out / "rows" / "all"
         for name in ("lm.txt", "lm.arpa", "lm.binary", "translations.jsonl"):
             shutil.copy(src / name, d / name)
         rows = read_jsonl(d / "translations.jsonl")
         write_parquet(d / "translations.parquet", rows)
+        stats = self.st.records["rows"]["stats"]
         return {"sentences": sum(1 for _ in open(d / "lm.txt", encoding="utf-8")),
-                "weights": self.st.records["rows"]["stats"].get("all.weights")}
+                "deliverable": stats.get("all.deliverable", "seed"),
+                "weights": stats.get("all.weights")}
 
 
 def _count_lines(path: str) -> int:
@@ -463,8 +465,9 @@ def _keys(cfg: LmConfig, variants: list[str]) -> dict[str, str]:
                                      cfg.seed_parallel if var.step == "seed_parallel" else None)
     for v in variants:
         k[f"nbest_{v}"] = section_hash(k[f"nmt_{v}"])
-    k["tune"] = section_hash(k["seed_lm"], [k[f"nbest_{v}"] for v in variants], cfg.rescoring)
-    k["rows"] = section_hash(k["tune"], cfg.ablation, "interpolated-v1")
+    k["tune"] = section_hash(k["seed_lm"], [k[f"nbest_{v}"] for v in variants], cfg.rescoring,
+                             "deliverable-v3")
+    k["rows"] = section_hash(k["tune"], cfg.ablation, "deliverable-v3")
     k["nmt_quality"] = k["rows"]
     k["final_lm"] = k["rows"]
     return k
@@ -519,15 +522,14 @@ def ablation_table(metrics: dict[str, Any]) -> str:
         return "-" if v is None else format(v, fmt)
 
     rows = [r for r in ROW_NAMES if f"{r}.sentences" in metrics]
-    out = ["| row | perplexity | OOV | vs seed_only | weights seed / text | pooled perplexity | "
-           "pooled OOV | LM sentences | chrF / BLEU |", "|---" * 9 + "|"]
+    out = ["| row | perplexity | OOV | vs seed_only | model | interpolated (weights) | pooled | "
+           "LM sentences | chrF / BLEU |", "|---" * 9 + "|"]
     for r in rows:
         w = metrics.get(f"{r}.weights")
+        interp = num(f"{r}.interpolated.perplexity", ".2f") + (f" ({w['seed']}/{w['text']})" if w else "")
         out.append(f"| {r} | {num(f'{r}.perplexity', '.2f')} | {num(f'{r}.oov_rate', '.2%')} | "
                    f"{num(f'{r}.relative_perplexity_reduction', '+.1%')} | "
-                   f"{'-' if not w else format(w['seed'], '.3f') + ' / ' + format(w['text'], '.3f')} | "
-                   f"{num(f'{r}.pooled.perplexity', '.2f')} | {num(f'{r}.pooled.oov_rate', '.2%')} | "
-                   f"{metrics[f'{r}.sentences']:,} | {num(f'nmt.{r}.chrf', '.1f')} / "
-                   f"{num(f'nmt.{r}.bleu', '.1f')} |")
+                   f"{metrics.get(f'{r}.deliverable', 'seed')} | {interp} | "
+                   f"{num(f'{r}.pooled.perplexity', '.2f')} | {metrics[f'{r}.sentences']:,} | "
+                   f"{num(f'nmt.{r}.chrf', '.1f')} / {num(f'nmt.{r}.bleu', '.1f')} |")
     return "\n".join(out)
-

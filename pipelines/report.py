@@ -193,8 +193,8 @@ def _lm_sections(run: Path, metrics: dict[str, Any]) -> list[str]:
             "per-token log10 probability under the seed LM", kept, dropped, thr, "log10 p / token"))
         parts.append("<h3>Examples: kept</h3>" + _examples(trans, True, "tgt"))
         parts.append("<h3>Examples: dropped</h3>" + _examples(trans, False, "tgt"))
-    names = [k[:-len(".perplexity")] for k in metrics
-             if k.endswith(".perplexity") and not k.endswith(".pooled.perplexity")]
+    names = [k[:-len(".perplexity")] for k in metrics if k.endswith(".perplexity")
+             and not k.endswith((".pooled.perplexity", ".interpolated.perplexity"))]
     if names:
         fig, ax = plt.subplots(figsize=(7, 3))
         ax.bar(names, [metrics[f"{n}.perplexity"] for n in names], color="#46c")
@@ -206,9 +206,10 @@ def _lm_sections(run: Path, metrics: dict[str, Any]) -> list[str]:
         table = "".join(f"<tr><td>{n}</td><td>{metrics[f'{n}.perplexity']:.2f}</td>"
                         f"<td>{metrics.get(f'{n}.oov_rate', 0):.4f}</td><td>{pooled(n)}</td>"
                         f"<td>{metrics.get(f'{n}.sentences', '')}</td></tr>" for n in names)
-        parts.append("<h2>Ablation</h2><p>perplexity and OOV of each row's deliverable: the seed LM "
-                     "interpolated with an LM of the row's text (KenLM interpolate); pooled: one "
-                     "LM of seed and text together.</p><table><tr><th>row</th><th>perplexity</th>"
+        parts.append("<h2>Ablation</h2><p>perplexity and OOV of each row's deliverable: the "
+                     "seed LM interpolated with an LM of the row's text (KenLM interpolate) or "
+                     "one LM of seed and text pooled, whichever the tuning split prefers.</p>"
+                     "<table><tr><th>row</th><th>perplexity</th>"
                      f"<th>OOV</th><th>pooled perplexity</th><th>LM sentences</th></tr>{table}"
                      "</table>" + _png(fig))
     return parts

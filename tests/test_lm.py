@@ -112,17 +112,15 @@ def test_kenlm_interpolate_writes_a_loadable_arpa_whose_probabilities_are_the_we
     The ARPA it writes must load in kenlm and give exactly that."""
     import kenlm
 
-    from winnow.lm.kenlm_tools import build_binary, intermediate_prefix, interpolate, write_text
+    from winnow.lm.kenlm_tools import build_binary, intermediate_prefix, interpolate
 
     other = ["stelle einen wecker für acht uhr", "wie wird das wetter heute",
              "datei konnte nicht geöffnet werden", "spiele musik bitte"] * 3
     train_lm(SEED, tmp_path, "a", order=3, intermediate=True)
     train_lm(other, tmp_path, "b", order=3, intermediate=True)
-    tuning = write_text(["stelle einen wecker für acht uhr", "wie wird das wetter in berlin"],
-                        tmp_path / "tuning.txt")
-    arpa, weights = interpolate([intermediate_prefix(tmp_path, "a"), intermediate_prefix(tmp_path, "b")],
-                                tuning, tmp_path / "mix.arpa")
-    assert len(weights) == 2 and all(w > 0 for w in weights)
+    weights = [0.7, 0.4]
+    arpa = interpolate([intermediate_prefix(tmp_path, "a"), intermediate_prefix(tmp_path, "b")],
+                       weights, tmp_path / "mix.arpa")
     mix = LanguageModel(build_binary(arpa, tmp_path / "mix.binary"))._model
     a, b = kenlm.Model(str(tmp_path / "a.binary")), kenlm.Model(str(tmp_path / "b.binary"))
     vocab = sorted({w for t in SEED + other for w in t.split()}) + ["</s>", "<unk>"]
@@ -162,3 +160,39 @@ def test_lm_filter_threshold_from_held_out_text_keeps_the_configured_share(tmp_p
     assert 0.7 <= share <= 0.9
     assert passes(percentile_threshold(lm, seed, 20)) < share
 
+
+
+def test_combine_tunes_the_weights_on_the_tuning_split_and_delivers_the_better_model(tmp_path):
+    """The interpolation's weights are the grid point with the lowest tuning perplexity, and
+    the deliverable is whichever of interpolated and pooled the tuning split prefers."""
+    from winnow.lm.combine import LOG_LINEAR_GRID, combine
+    from winnow.lm.evaluation import evaluate, seed_vocabulary
+    from winnow.lm.kenlm_tools import build_binary, intermediate_prefix, interpolate
+
+    seed_dir = tmp_path / "seed"
+    train_lm(SEED, seed_dir, "seed", order=3, intermediate=True)
+    text = ["stelle einen wecker für acht uhr", "wie wird das wetter heute",
+            "datei konnte nicht geöffnet werden", "spiele musik bitte"] * 5
+    tuning = ["stelle einen wecker für acht uhr", "wie wird das wetter in berlin"]
+    vocab = seed_vocabulary(SEED)
+    c = combine(seed_dir, "seed", SEED, text, tuning, vocab, tmp_path / "row", 3, "1G")
+    models = [intermediate_prefix(seed_dir, "seed"), intermediate_prefix(tmp_path / "row", "text")]
+    ppl = {}
+    for w in LOG_LINEAR_GRID:
+        arpa = interpolate(models, list(w), tmp_path / "check.arpa")
+        binary = build_binary(arpa, tmp_path / "check.binary")
+        ppl[w] = evaluate(LanguageModel(binary), tuning, vocab).perplexity
+    assert c.weights == min(ppl, key=ppl.get)
+    assert c.tuning_perplexity["interpolated"] == pytest.approx(min(ppl.values()))
+    assert c.tuning_perplexity["pooled"] == pytest.approx(
+        evaluate(LanguageModel(c.pooled), tuning, vocab).perplexity)
+    assert c.tuning_perplexity["seed"] == pytest.approx(
+        evaluate(LanguageModel(seed_dir / "seed.binary"), tuning, vocab).perplexity)
+    assert c.deliverable == min(c.tuning_perplexity, key=c.tuning_perplexity.get)
+    chosen = {"interpolated": c.interpolated, "pooled": c.pooled,
+              "seed": seed_dir / "seed.binary"}[c.deliverable]
+    assert c.binary.read_bytes() == chosen.read_bytes()
+    # text that only hurts: the seed alone is delivered
+    junk = combine(seed_dir, "seed", SEED, ["qq zz xx yy"] * 30, tuning, vocab, tmp_path / "junk", 3, "1G")
+    assert junk.deliverable == "seed"
+    assert junk.binary.read_bytes() == (seed_dir / "seed.binary").read_bytes()

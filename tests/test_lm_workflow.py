@@ -30,8 +30,11 @@ def test_lm_chain_outputs_and_accounting(lm_run):
     assert metrics["target_text_only.sentences"] == metrics["seed_only.sentences"] + 300
     assert set(metrics["target_text_only.weights"]) == {"seed", "text"}
     assert metrics["target_text_only.pooled.perplexity"] > 1
+    assert metrics["target_text_only.interpolated.perplexity"] > 1
+    kind = metrics["target_text_only.deliverable"]
+    assert metrics["target_text_only.perplexity"] == metrics[f"target_text_only.{kind}.perplexity"]
     import kenlm
-    mixed = kenlm.Model(str(lm_run / "rows" / "target_text_only" / "lm.binary"))
+    mixed = kenlm.Model(str(lm_run / "rows" / "target_text_only" / "interpolated.binary"))
     text = {w for line in (lm_run / "rows" / "target_text_only" / "text.txt").open() for w in line.split()}
     assert all(w in mixed for w in sorted(text)[:50])
     summary = json.loads((lm_run / "summary.json").read_text())

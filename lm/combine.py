@@ -1,0 +1,69 @@
+"""How the text a row adds joins the in-domain seed: candidate LMs, one chosen on the
+tuning split.
+
+* pooled: one ``lmplz`` run over the seed and the text together;
+* interpolated: the seed LM and an LM of the text alone, combined by KenLM's
+  ``interpolate`` (log-linear, renormalised over the joint vocabulary), its two weights the
+  best of ``LOG_LINEAR_GRID`` on the tuning split;
+* seed: the seed LM alone, where the text makes both worse.
+
+Weights are chosen by the perplexity the evaluation reports (tokens of the seed's
+vocabulary, ``lm.evaluation``), not by KenLM's own tuner, which optimises the perplexity
+of every token, unknown words included.  The deliverable is the candidate with the lowest
+tuning perplexity: log-linear mixing renormalises over the joint vocabulary, so with a
+large text LM it moves mass to words the seed never had, and pooling can win; bad
+translations can make both worse than the seed, and a user is better served by the seed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from winnow.lm.evaluation import evaluate
+from winnow.lm.kenlm_tools import build_binary, intermediate_prefix, interpolate, train_lm
+from winnow.lm.scoring import LanguageModel
+
+# (seed LM weight, text LM weight)
+LOG_LINEAR_GRID = tuple((a, b) for a in (0.8, 0.9, 1.0) for b in (0.1, 0.2, 0.3, 0.4, 0.5))
+
+
+@dataclass(frozen=True)
+class Combined:
+    deliverable: str  # "interpolated", "pooled" or "seed"
+    binary: Path  # the deliverable's KenLM binary (``lm.binary``; its ARPA is ``lm.arpa``)
+    interpolated: Path  # binary of the best interpolation
+    pooled: Path
+    weights: tuple[float, float]  # of the best interpolation
+    tuning_perplexity: dict[str, float]  # of every candidate
+
+
+def combine(seed_dir: Path, seed_name: str, seed: list[str], text: list[str], tuning: list[str],
+            vocab: set[str], d: Path, order: int, memory: str) -> Combined:
+    """``seed_dir/seed_name`` is the seed LM, trained with ``intermediate=True``."""
+    train_lm(text, d, "text", order=order, memory=memory, intermediate=True)
+    _, pooled = train_lm(seed + text, d, "pooled", order=order, memory=memory)
+    models = [intermediate_prefix(seed_dir, seed_name), intermediate_prefix(d, "text")]
+    best: tuple[float, tuple[float, float]] | None = None
+    for weights in LOG_LINEAR_GRID:
+        arpa = interpolate(models, list(weights), d / "candidate.arpa", memory=memory)
+        ppl = evaluate(LanguageModel(build_binary(arpa, d / "candidate.binary")), tuning,
+                       vocab).perplexity
+        if best is None or ppl < best[0]:
+            best = (ppl, weights)
+            os.replace(arpa, d / "interpolated.arpa")
+            os.replace(d / "candidate.binary", d / "interpolated.binary")
+    assert best is not None
+    (d / "candidate.arpa").unlink(missing_ok=True)
+    (d / "candidate.binary").unlink(missing_ok=True)
+    tuning_ppl = {"interpolated": best[0],
+                  "pooled": evaluate(LanguageModel(pooled), tuning, vocab).perplexity,
+                  "seed": evaluate(LanguageModel(seed_dir / f"{seed_name}.binary"), tuning,
+                                   vocab).perplexity}
+    kind = min(tuning_ppl, key=lambda k: (tuning_ppl[k], k != "interpolated"))
+    source = {"interpolated": d / "interpolated", "pooled": d / "pooled",
+              "seed": seed_dir / seed_name}[kind]
+    for ext in ("arpa", "binary"):
+        shutil.copyfile(source.with_suffix(f".{ext}"), d / f"lm.{ext}")
+    return Combined(kind, d / "lm.binary", d / "interpolated.binary", pooled, best[1], tuning_ppl)
