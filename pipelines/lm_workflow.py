@@ -42,7 +42,7 @@ from winnow.pipelines.data_access import (EmbeddingCache, iter_input, read_input
 from winnow.pipelines.readers import stable_fraction
 from winnow.pipelines.lm_pipelines import (build_bitext_filter, build_translation_filter, choose)
 from winnow.pipelines.records import BitextPair, Rejected
-from winnow.pipelines.stages import Stage, StageRunner, write_json
+from winnow.pipelines.stages import Fingerprints, Stage, StageRunner, package_version, write_json
 from winnow.selectors.bitext_filter import CentroidDistance
 from winnow.translate import fairseq_nmt
 from winnow.translate.subword import Subword
@@ -449,12 +449,24 @@ def _count_lines(path: str) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
-def _keys(cfg: LmConfig, variants: list[str]) -> dict[str, str]:
+def _stage_inputs(cfg: LmConfig, fp: Fingerprints) -> dict[str, dict[str, str]]:
+    """{stage: {file: digest}} for the stages that read input files."""
+    files = [cfg.target_seed, cfg.source_in_domain] + ([cfg.parallel_dev] if cfg.parallel_dev else [])
+    evals = [cfg.eval.test_path] if cfg.eval is not None else []
+    return {"prepare": fp.of([f.path for f in files] + evals),
+            "bitext": fp.of([f.path for f in cfg.bitext])}
+
+
+def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Each stage's key hashes the config sections it reads, the content of the files it
+    reads, its upstream keys and the code version (``stages`` says why)."""
     k: dict[str, str] = {}
-    k["prepare"] = section_hash(cfg.target_seed, cfg.source_in_domain, cfg.parallel_dev,
-                                cfg.tuning_fraction, cfg.eval, cfg.seed)
+    k["prepare"] = section_hash(package_version(), cfg.target_seed, cfg.source_in_domain,
+                                cfg.parallel_dev, cfg.tuning_fraction, cfg.eval, cfg.seed,
+                                inputs["prepare"])
     k["seed_lm"] = section_hash(k["prepare"], cfg.final_lm, cfg.lm_filter)
-    k["bitext"] = section_hash(k["seed_lm"], cfg.bitext, cfg.bitext_filter, cfg.tgt_lang)
+    k["bitext"] = section_hash(k["seed_lm"], cfg.bitext, cfg.bitext_filter, cfg.tgt_lang,
+                               inputs["bitext"])
     k["subword"] = section_hash(k["bitext"], cfg.nmt.vocab_size, cfg.nmt.normalize)
     for v in variants:
         var = VARIANTS[v]
@@ -479,7 +491,8 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
     run = LmRun(cfg, beam_args, st)
     needed = sorted({r.nmt for r in run.rows.values() if r.nmt})
     variants = sorted({v for n in needed for v in chain(n)}, key=lambda v: (len(chain(v)), v))
-    keys = _keys(cfg, variants)
+    inputs = _stage_inputs(cfg, st.fingerprints)
+    keys = _keys(cfg, variants, inputs)
     after = {"prepare": (), "seed_lm": ("prepare",), "bitext": ("seed_lm",), "subword": ("bitext",),
              "tune": ("seed_lm", *(f"nbest_{v}" for v in needed)), "rows": ("tune",),
              "nmt_quality": ("rows",), "final_lm": ("rows",)}
@@ -496,7 +509,7 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
                                     (f"nmt_{name[6:]}",), concurrent=True))
         else:
             stages.append(Stage(name, key, getattr(run, "rows_stage" if name == "rows" else name),
-                                after[name]))
+                                after[name], inputs.get(name)))
     st.run_all(stages, workers=cfg.nmt.parallel)
     rows = st.records["rows"]["stats"]
     metrics = {k: v for k, v in rows.items() if not k.endswith(".translations")}
@@ -512,6 +525,7 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
     metrics["seconds"] = {name: rec["seconds"] for name, rec in st.records.items()}
     write_json(Path(cfg.output_dir) / "metrics.json", metrics)
     write_json(Path(cfg.output_dir) / "summary.json", st.records)
+    st.release()
     return metrics
 
 

@@ -40,6 +40,9 @@ def test_lm_chain_outputs_and_accounting(lm_run):
     summary = json.loads((lm_run / "summary.json").read_text())
     bt = summary["bitext"]["stats"]
     assert bt["read"] == bt["kept"] + bt["dropped"] + bt["rejected"] and bt["kept"] == 300
+    # the stage's key covers the content of the files it read
+    (read_path, digest), = summary["bitext"]["inputs"].items()
+    assert read_path.endswith("bitext.tsv") and len(digest) == 64
     (path, per_file), = bt["by_source"].items()
     assert path.endswith("bitext.tsv") and per_file["read"] == bt["read"] and per_file["kept"] == 300
     # the LM filter's threshold: the configured percentile of the held-out tuning split
