@@ -407,8 +407,8 @@ class LmRun:
         return metrics
 
     def nmt_quality(self, d: Path) -> dict[str, Any]:
-        """chrF and BLEU of every row's translator on the tuning split's parallel pairs
-        (hypotheses and references normalised alike)."""
+        """chrF and BLEU on the tuning split's parallel pairs (hypotheses and references
+        normalised alike) of every row's translations, and of every translator trained."""
         import sacrebleu
 
         lm = LanguageModel(self.out / "seed_lm" / "seed.binary")
@@ -427,6 +427,15 @@ class LmRun:
             refs = [[normalize(r["ref"]) for r in rows]]
             out[f"{name}.chrf"] = sacrebleu.corpus_chrf(hyps, refs).score
             out[f"{name}.bleu"] = sacrebleu.corpus_bleu(hyps, refs).score
+        # every translator trained, rows or not (e.g. filtered_sp, the step before
+        # self-training in `all`): its top-1 translations of the tuning split's sources
+        par = read_jsonl(self.out / "prepare" / "tuning_parallel.jsonl")
+        refs = [[normalize(r["ref"]) for r in par]]
+        for variant in sorted({v for row in self.rows.values() if row.nmt for v in chain(row.nmt)}):
+            lists = self._translate(variant, [r["src"] for r in par], d / variant)
+            hyps = [normalize(lst[0][0]) if lst else "" for lst in lists]
+            out[f"variant.{variant}.chrf"] = sacrebleu.corpus_chrf(hyps, refs).score
+            out[f"variant.{variant}.bleu"] = sacrebleu.corpus_bleu(hyps, refs).score
         return out
 
     def final_lm(self, d: Path) -> dict[str, Any]:
@@ -480,7 +489,7 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
     k["tune"] = section_hash(k["seed_lm"], [k[f"nbest_{v}"] for v in variants], cfg.rescoring,
                              "deliverable-v3")
     k["rows"] = section_hash(k["tune"], cfg.ablation, "deliverable-v3")
-    k["nmt_quality"] = k["rows"]
+    k["nmt_quality"] = section_hash(k["rows"], "variants-v2")
     k["final_lm"] = k["rows"]
     return k
 

@@ -87,3 +87,34 @@ def test_rows_and_translator_chains(demo_data, tmp_path):
     assert chain(rows_for(hi)["all"].nmt) == ["filtered", "filtered_st"]
     assert "seed_parallel" not in rows_for(hi)
     assert len(hi.bitext) == 3 and {b.format for b in hi.bitext} == {"bitext"}
+
+
+@pytest.mark.slow
+def test_nmt_quality_scores_every_translator_trained(lm_run, tmp_path):
+    """chrF/BLEU on the tuning split's parallel pairs for every translator of the run, rows
+    or not: with references that are one translator's own top-1 output, it scores 100."""
+    import shutil
+
+    from winnow.pipelines.config import load_config
+    from winnow.pipelines.lm_workflow import LmRun
+    from winnow.pipelines.stages import StageRunner
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(lm_run, run_dir)
+    cfg = load_config(REPO / "configs" / "demo-lm.yaml", [f"output_dir={run_dir}"], check_files=False)
+    st = StageRunner(run_dir, quiet=True)
+    st.records = json.loads((run_dir / "summary.json").read_text())
+    run = LmRun(cfg, [], st)
+    sources = ["set an alarm for seven", "what is the weather today", "play some music"]
+    own = run._translate("filtered", sources, tmp_path / "gen")
+    (run_dir / "prepare" / "tuning_parallel.jsonl").write_text("".join(
+        json.dumps({"id": str(i), "src": s, "ref": lst[0][0]}) + "\n"
+        for i, (s, lst) in enumerate(zip(sources, own))))
+    (run_dir / f"nbest_{run.rows['all'].nmt}" / "tuning_nbest.jsonl").write_text("".join(
+        json.dumps({"id": str(i), "src": s, "ref": lst[0][0], "nbest": lst}) + "\n"
+        for i, (s, lst) in enumerate(zip(sources, own))))
+    out = run.nmt_quality(tmp_path / "quality")
+    assert out["variant.filtered.chrf"] == pytest.approx(100.0)
+    assert set(out) >= {"variant.filtered_st.chrf", "variant.filtered_st.bleu", "all.chrf"}
+    assert 0 <= out["variant.filtered_st.chrf"] <= 100
+    st.release()
