@@ -139,7 +139,7 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
             "--seed", str(s.seed), "--cpu", "--no-epoch-checkpoints", "--no-progress-bar",
             # small corpora make epochs of a few updates: validate and save by updates
             "--save-interval", "1000000", "--validate-interval", "1000000",
-            "--save-interval-updates", str(max(50, (updates or s.max_updates) // 4)),
+            "--save-interval-updates", str(max(25, (updates or s.max_updates) // 4)),
             "--keep-interval-updates", "1",
             "--log-format", "simple", "--log-interval", "50", "--num-workers", "0",
             "--skip-invalid-size-inputs-valid-test", *s.extra_train_args]
