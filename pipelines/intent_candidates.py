@@ -11,19 +11,23 @@ from typing import Any
 
 from winnow.pipelines.data_access import read_jsonl
 
-CURVE_ORDERS = ("random", "relevance_topk", "diversity", "oracle")
+# the orders that the diversity stage writes (``selected_orders.jsonl``): the paper's
+# selector and its two coverage peers (``selectors/coverage.py``)
+SELECTED_ORDERS = ("diversity", "k_center", "facility_location")
+CURVE_ORDERS = ("random", "relevance_topk", *SELECTED_ORDERS, "oracle")
 
 
-def curve_orders(cands: dict[str, list[dict[str, Any]]], diversity: dict[str, list[str]],
+def curve_orders(cands: dict[str, list[dict[str, Any]]], selected: dict[str, dict[str, list[str]]],
                  hidden_labels: dict[str, str], seed: int
                  ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Per order and intent, the candidates in the order the curves add them.
 
-    ``random`` shuffles the relevance order (seeded); ``oracle`` is a reference, not a
-    selector: it takes the same shuffle but puts first the candidates whose hidden pool label
-    (``pool_label``: MASSIVE's own or the source's, unseen by every selector) is the intent
-    they were selected for, so the curves show how close the data could come to its
-    full-budget error if the labels of the pool were known.
+    ``selected`` holds, per order of ``SELECTED_ORDERS`` and intent, candidate ids in the
+    order that selector chose them.  ``random`` shuffles the relevance order (seeded);
+    ``oracle`` is a reference, not a selector: it takes the same shuffle but puts first the
+    candidates whose hidden pool label (``pool_label``: MASSIVE's own or the source's,
+    unseen by every selector) is the intent they were selected for, so the curves show how
+    close the data could come to its full-budget error if the labels of the pool were known.
     """
     rng = random.Random(seed)
     orders: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in CURVE_ORDERS}
@@ -34,7 +38,9 @@ def curve_orders(cands: dict[str, list[dict[str, Any]]], diversity: dict[str, li
         rng.shuffle(shuffled)
         orders["relevance_topk"][intent] = rel
         orders["random"][intent] = shuffled
-        orders["diversity"][intent] = [by_id[i] for i in diversity[intent] if i in by_id]
+        for name in SELECTED_ORDERS:
+            orders[name][intent] = [by_id[i] for i in selected[name].get(intent, [])
+                                    if i in by_id]
         orders["oracle"][intent] = sorted(shuffled,
                                           key=lambda c: hidden_labels.get(c["id"]) != intent)
     return orders

@@ -23,8 +23,9 @@ from winnow.pipelines.significance import (DATA_FRACTION_TARGET, F1_AT_TARGET, R
                                            resample_weights)
 from winnow.pipelines.stages import StageRunner
 
-# the orders compared with relevance top-k's full-budget error (diversity: the target)
-COMPARED_ORDERS = ("diversity", "random", "oracle")
+# the orders compared with relevance top-k's full-budget error (diversity: the target;
+# random and the coverage peers: what it must beat)
+COMPARED_ORDERS = ("diversity", "random", "k_center", "facility_location", "oracle")
 
 
 def _added_for(curve: list[dict[str, float]], target: float) -> float | None:
@@ -52,9 +53,9 @@ def intent_metrics(cfg: IntentConfig, st: StageRunner) -> dict[str, Any]:
         m["relevance_topk.added_for_target"] = rel["added"]
         m["relevance_topk.new_intent_error"] = rel["new_intent_error"]
         for name in COMPARED_ORDERS:
-            m[f"{name}.added_for_target"] = _added_for(curves[name], rel["new_intent_error"])
-        div_added = m["diversity.added_for_target"]
-        m["diversity.data_fraction"] = (div_added / rel["added"]) if div_added and rel["added"] else None
+            added = _added_for(curves[name], rel["new_intent_error"])
+            m[f"{name}.added_for_target"] = added
+            m[f"{name}.data_fraction"] = added / rel["added"] if added and rel["added"] else None
         if rel["added"]:
             predictions = load_curve_predictions(out / "curves" / "predictions.npz")
             m.update(_data_fraction_bootstraps(cfg, predictions, curves))

@@ -14,21 +14,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from joblib import Parallel, delayed
 
 from winnow.pipelines.beam_io import (check_accounting, pipeline_options, read_jsonl_shards,
                                       run_pipeline)
 from winnow.pipelines.config import InputFile, IntentConfig, section_hash
 from winnow.pipelines.data_access import (EmbeddingCache, read_input, read_jsonl, write_jsonl,
                                           write_parquet)
-from winnow.pipelines.intent_candidates import (CURVE_ORDERS, candidates, curve_orders,
-                                                curve_points, hidden_truth, pool_label)
+from winnow.pipelines.intent_candidates import (CURVE_ORDERS, SELECTED_ORDERS, candidates,
+                                                curve_orders, curve_points, hidden_truth,
+                                                pool_label)
 from winnow.pipelines.intent_metrics import intent_metrics
 from winnow.pipelines.pool_scoring import build_pool_scoring, norm_key, unique_ids
 from winnow.pipelines.records import Utterance, to_dict, utterance_from_dict
 from winnow.pipelines.significance import new_intent_errors, save_curve_predictions
 from winnow.pipelines.stages import Fingerprints, StageRunner, package_version, write_json
 from winnow.selectors.annotation import parse_annotation
-from winnow.selectors.diversity import confidence_tiers, diversity_order
+from winnow.selectors.coverage import facility_location_order, k_center_order
+from winnow.selectors.diversity import confidence_tiers, coverage_order, diversity_order
 from winnow.selectors.embeddings import encode, load_encoder
 from winnow.selectors.in_domain import FOLDS as IN_DOMAIN_FOLDS, in_domain_probability
 from winnow.selectors.intent_model import IntentClassifier
@@ -263,7 +266,8 @@ class IntentRun:
         in_domain = (self._in_domain_probability(seeds)
                      if self.cfg.diversity.in_domain_weighting and any(all_cands.values())
                      else {})
-        rows, stats = [], {}
+        rows, peers, stats = [], [], {}
+        budget = self.cfg.diversity.rounds * self.cfg.diversity.batch_size
         for intent, cands in all_cands.items():
             if not cands:
                 continue
@@ -271,11 +275,17 @@ class IntentRun:
             c_emb = self._pair_vectors(encoder, [r["text"] for r in cands], tagger, types)
             a_emb = self._pair_vectors(encoder, [r.text for r in seeds if r.intent == intent],
                                        tagger, types)
-            order = diversity_order(det, c_emb, a_emb, self.cfg.diversity.batch_size,
-                                    self.cfg.diversity.rounds,
-                                    confidence_tiers([r["confidence"] for r in cands],
-                                                     self.cfg.diversity.confident_fraction),
-                                    weights)
+            # the peers a user would try instead, over the same vectors and budget
+            for name, (picks, _) in (("k_center", k_center_order(c_emb, a_emb, budget)),
+                                     ("facility_location", facility_location_order(c_emb, budget))):
+                peers += [{"order": name, "intent": intent, "rank": rank, "id": cands[i]["id"]}
+                          for rank, i in enumerate(picks)]
+            select = coverage_order if self.cfg.diversity.objective == "coverage" else diversity_order
+            order = select(det, c_emb, a_emb, self.cfg.diversity.batch_size,
+                           self.cfg.diversity.rounds,
+                           confidence_tiers([r["confidence"] for r in cands],
+                                            self.cfg.diversity.confident_fraction),
+                           weights)
             for rank, (i, rnd, prob) in enumerate(order):
                 rows.append({"id": cands[i]["id"], "intent": intent, "rank": rank, "round": rnd,
                              "max_paraphrase_prob": round(prob, 6),
@@ -286,6 +296,7 @@ class IntentRun:
                 stats[f"{intent}.in_domain_mean_selected"] = round(
                     float(np.mean([weights[i] for i, _, _ in order])), 4)
         write_jsonl(d / "diversity_order.jsonl", rows)
+        write_jsonl(d / "peer_orders.jsonl", peers)
         return stats
 
     def _in_domain_probability(self, seeds: list[Utterance]) -> dict[str, float]:
@@ -309,29 +320,46 @@ class IntentRun:
         if not test:
             return {"skipped": "no eval.test_path"}
         cands = candidates(self.out, self.cfg.new_intents)
-        div = defaultdict(list)
+        selected: dict[str, dict[str, list[str]]] = {n: defaultdict(list) for n in SELECTED_ORDERS}
         for r in read_jsonl(self.out / "diversity" / "diversity_order.jsonl"):
-            div[r["intent"]].append(r["id"])
+            selected["diversity"][r["intent"]].append(r["id"])
+        for r in read_jsonl(self.out / "diversity" / "peer_orders.jsonl"):
+            selected[r["order"]][r["intent"]].append(r["id"])
         truth = hidden_truth(self.out)
         hidden = {c["id"]: pool_label(truth, c) for cs in cands.values() for c in cs}
-        orders = curve_orders(cands, div, hidden, cfg.seed)
+        orders = curve_orders(cands, selected, hidden, cfg.seed)
         points = curve_points([len(v) for v in cands.values()], cfg.curve_points,
                               cfg.diversity.rounds * cfg.diversity.batch_size)
         base = existing + seeds
+        tasks = []  # (order, per-intent size, candidates added)
+        for name, per_intent in orders.items():
+            for n in points:
+                tasks.append((name, n, [c for intent in cfg.new_intents
+                                        for c in per_intent.get(intent, [])[:n]]))
+        # every text once, in one array the worker processes share (joblib memory-maps it)
+        texts = sorted({r.text for r in base + test} | {c["text"] for _, _, ex in tasks for c in ex})
+        row = {t: i for i, t in enumerate(texts)}
+        vecs = self.emb.get(texts)
+        im = cfg.intent_model
+        model = dict(c=im.c, seed=cfg.seed, class_weight=im.class_weight)
+        base_rows = [row[r.text] for r in base]
+        base_labels = [r.intent for r in base]
+        test_rows = [row[r.text] for r in test]
+        self.st.log(f"curves: {len(tasks)} intent models ({len(orders)} orders x "
+                    f"{len(points)} points) on {cfg.curve_workers or 'every'} worker(s)")
+        preds = Parallel(n_jobs=cfg.curve_workers or -1)(
+            delayed(fit_predict)(texts, vecs, base_rows + [row[c["text"]] for c in ex],
+                                 base_labels + [c["_decision"]["intent"] for c in ex],
+                                 test_rows, model)
+            for _, _, ex in tasks)
         results: dict[str, list[dict[str, float]]] = {}
         predictions: dict[str, list[list[str]]] = {}
-        for name, per_intent in orders.items():
-            results[name] = []
-            for n in points:
-                extra = [c for intent in cfg.new_intents for c in per_intent.get(intent, [])[:n]]
-                recs = base + [Utterance(id=c["id"], text=c["text"]) for c in extra]
-                labels = [u.intent for u in base] + [c["_decision"]["intent"] for c in extra]
-                pred = self._predict(self._fit(recs, labels), test)
-                predictions.setdefault(name, []).append(pred)
-                results[name].append({"per_intent": n, "added": len(extra),
-                                      **self._scores(test, pred)})
-                self.st.log(f"curves: {name} +{len(extra)} -> "
-                            f"error {results[name][-1]['new_intent_error']:.4f}")
+        for (name, n, extra), pred in zip(tasks, preds):
+            predictions.setdefault(name, []).append(pred)
+            results.setdefault(name, []).append({"per_intent": n, "added": len(extra),
+                                                 **self._scores(test, pred)})
+            self.st.log(f"curves: {name} +{len(extra)} -> "
+                        f"error {results[name][-1]['new_intent_error']:.4f}")
         write_json(d / "curves.json", results)
         # per-utterance predictions, so that intent_metrics can bootstrap the evaluation file
         save_curve_predictions(d / "predictions.npz", [r.intent for r in test], cfg.new_intents,
@@ -395,11 +423,22 @@ class IntentRun:
 # the stages' own versions, in their keys: the properties of their outputs, so that a run
 # whose outputs lack a property listed here redoes the stage
 POOL_OUTPUTS = ("selected.jsonl: ids unique (id@source where records collide)",)
+DIVERSITY_OUTPUTS = ("diversity_order.jsonl", "peer_orders.jsonl: order, intent, rank, id of "
+                     + ", ".join(SELECTED_ORDERS[1:]))
 CURVES_OUTPUTS = ("curves.json", "predictions.npz: gold, new_intents, <order>.<point index>",
                   "orders: " + ", ".join(CURVE_ORDERS),
                   "full budget: diversity rounds x batch_size per intent")
 STAGES = ("prepare", "relevance", "pool", "self_training", "paraphrase", "diversity", "curves",
           "upper_bound", "corpus")
+
+
+def fit_predict(texts: list[str], vecs: np.ndarray, train: list[int], labels: list[str],
+                test: list[int], model: dict[str, Any]) -> list[str]:
+    """One curve point: the intent model fitted on rows ``train`` of (texts, vecs), its
+    predictions for rows ``test``.  A plain function of its arguments, so that worker
+    processes can run it."""
+    clf = IntentClassifier(**model).fit([texts[i] for i in train], vecs[train], labels)
+    return list(clf.predict([texts[i] for i in test], vecs[test])[0])
 
 
 def _input_paths(files: list[InputFile]) -> list[str]:
@@ -423,7 +462,8 @@ def _stage_keys(cfg: IntentConfig, inputs: dict[str, dict[str, str]]) -> dict[st
     k["pool"] = section_hash(k["relevance"], cfg.pool, inputs["pool"], POOL_OUTPUTS)
     k["self_training"] = section_hash(k["pool"], cfg.self_training, cfg.intent_model)
     k["paraphrase"] = section_hash(k["prepare"], cfg.paraphrase)
-    k["diversity"] = section_hash(k["self_training"], k["paraphrase"], cfg.diversity)
+    k["diversity"] = section_hash(k["self_training"], k["paraphrase"], cfg.diversity,
+                                  DIVERSITY_OUTPUTS)
     k["curves"] = section_hash(k["diversity"], cfg.curve_points, CURVES_OUTPUTS)
     k["upper_bound"] = section_hash(k["prepare"], cfg.intent_model)
     k["corpus"] = section_hash(k["diversity"])

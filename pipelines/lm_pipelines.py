@@ -157,7 +157,7 @@ class ChooseTranslation(beam.DoFn):
     def process(self, row: dict[str, Any]):
         Counters(TRANSLATION_STAGE).read.inc()
         rec = BitextPair(id=row["id"], src=row["src"], tgt="", source=row.get("source", ""))
-        nbest = [Hypothesis(t, s) for t, s in row["nbest"] if t.strip()]
+        nbest = [Hypothesis(*h) for h in row["nbest"] if h[0].strip()]
         if not nbest:
             yield Decision(rec, False, "empty_translation")
             return

@@ -187,7 +187,7 @@ def _lm_sections(run: Path, metrics: dict[str, Any]) -> list[str]:
     trans = read_jsonl_shards(all_rows, "kept") + read_jsonl_shards(all_rows, "dropped")
     if trans:
         summary = json.loads((run / "summary.json").read_text())
-        thr = summary.get("seed_lm", {}).get("stats", {}).get("lm_filter_threshold")
+        thr = summary.get("tune", {}).get("stats", {}).get("lm_filter_threshold")
         kept, dropped = _scored(trans)
         parts.append("<h2>LM filter</h2>" + _histogram(
             "per-token log10 probability under the seed LM", kept, dropped, thr, "log10 p / token"))

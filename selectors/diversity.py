@@ -8,6 +8,10 @@ O(candidates x batch) after one O(candidates x annotated) pass (chunked, bounded
 memory).  Optional per-candidate weights (e.g. the in-domain probability,
 ``selectors/in_domain.py``) multiply each candidate's novelty, 1 - its best paraphrase
 probability, so that what is new *and* in the annotated data's register comes first.
+
+``coverage_order`` is the same step with a different worth per candidate: how much of
+the candidate set it would paraphrase that the grown set does not yet (facility location
+over the detector's probabilities), so that what is new and typical comes before outliers.
 """
 from __future__ import annotations
 
@@ -74,3 +78,49 @@ def confidence_tiers(confidence: list[float], confident_fraction: float) -> np.n
     tiers = np.ones(len(conf), dtype=np.int64)
     tiers[np.lexsort((np.arange(len(conf)), -conf))[:n_first]] = 0
     return tiers
+
+
+def coverage_order(det: ParaphraseDetector, cand: np.ndarray, annotated: np.ndarray,
+                   batch_size: int, rounds: int | None = None,
+                   tiers: np.ndarray | None = None, weights: np.ndarray | None = None
+                   ) -> list[tuple[int, int, float]]:
+    """The paraphrase-coverage objective: like ``diversity_order``, but a candidate's worth
+    is how much of the *whole candidate set* it would paraphrase that the grown set does
+    not yet, not only its own novelty.
+
+    With P(i, c) the detector's paraphrase probability (P(c, c) = 1) and cover(i) the best
+    P(i, a) over the grown set, the next pick maximises
+    sum_i w_i * max(0, P(i, c) - cover(i)): facility location (greedy, so within 1 - 1/e of
+    the best set of its size) with the paraphrase detector as the similarity and the
+    annotated utterances as facilities already open.  The term i = c is the paper's
+    novelty, 1 - the candidate's best paraphrase probability; the other terms prefer a
+    "bad paraphrase" of the set that many other candidates paraphrase, so an outlier comes
+    after what is both new and typical.  ``weights`` (e.g. the in-domain probability) weigh
+    the candidates to be covered; ``tiers`` as in ``diversity_order``.
+
+    Cost: one (candidates x candidates) matrix, O(candidates^2) per pick: it is meant for
+    the per-intent candidate sets of relevance selection (``relevance.top_k``), not a pool.
+    """
+    n = len(cand)
+    sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    p = np.empty((n, n), dtype=np.float32)
+    for i in range(0, n, CHUNK_ROWS):
+        p[i:i + CHUNK_ROWS] = sig(det.logits(cand[i:i + CHUNK_ROWS], cand))
+    np.fill_diagonal(p, 1.0)
+    best = max_logits(det, cand, annotated)
+    cover = np.where(np.isfinite(best), sig(best.astype(np.float64)), 0.0).astype(np.float32)
+    w = (np.ones(n, dtype=np.float32) if weights is None
+         else np.asarray(weights, dtype=np.float32))
+    tier = np.zeros(n, dtype=np.int64) if tiers is None else np.asarray(tiers)
+    alive = np.ones(n, dtype=bool)
+    limit = n if rounds is None else min(n, rounds * batch_size)
+    order: list[tuple[int, int, float]] = []
+    while len(order) < limit:
+        gain = w @ np.maximum(p - cover[:, None], 0.0)
+        first = tier[alive].min()
+        pick = np.where(alive & (tier == first), gain, -np.inf)
+        i = int(np.argmax(pick))  # the lowest index among equal gains
+        order.append((i, len(order) // batch_size, float(cover[i])))
+        alive[i] = False
+        cover = np.maximum(cover, p[:, i])
+    return order

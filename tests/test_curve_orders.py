@@ -2,6 +2,8 @@
 import json
 from types import SimpleNamespace
 
+import pytest
+
 from winnow.pipelines.intent_candidates import (curve_orders, curve_points, hidden_truth,
                                                 pool_label)
 from winnow.pipelines.intent_metrics import candidate_quality, selection_quality
@@ -18,21 +20,28 @@ def test_every_order_adds_the_same_candidates_and_the_oracle_puts_true_labels_fi
                  "weather_query": ["c9", "c8", "c11", "c10"]}
     # hidden pool labels: c2 and c6 really are alarm_set, c9 is an alarm filed under weather
     hidden = {"c2": "alarm_set", "c6": "alarm_set", "c9": "alarm_set", "c10": "weather_query"}
-    orders = curve_orders(cands, diversity, hidden, seed=3)
-    assert set(orders) == {"random", "relevance_topk", "diversity", "oracle"}
+    k_center = {"alarm_set": [f"c{i}" for i in (1, 0, 2, 3, 4, 5, 6, 7)],
+                "weather_query": ["c10", "c8", "c9", "c11"]}
+    facility = {"alarm_set": [f"c{i}" for i in (4, 5, 6, 7, 0, 1, 2, 3)],
+                "weather_query": ["c11", "c10", "c9", "c8"]}
+    selected = {"diversity": diversity, "k_center": k_center, "facility_location": facility}
+    orders = curve_orders(cands, selected, hidden, seed=3)
+    assert set(orders) == {"random", "relevance_topk", "diversity", "k_center",
+                           "facility_location", "oracle"}
     for intent, cs in cands.items():
         ids = sorted(c["id"] for c in cs)
         for name, per_intent in orders.items():
             assert sorted(c["id"] for c in per_intent[intent]) == ids, (name, intent)
     ids = lambda name, intent: [c["id"] for c in orders[name][intent]]  # noqa: E731
     assert ids("relevance_topk", "alarm_set") == [f"c{i}" for i in range(8)]
-    assert ids("diversity", "alarm_set") == diversity["alarm_set"]
+    for name, chosen in selected.items():
+        assert ids(name, "alarm_set") == chosen["alarm_set"]
     oracle = ids("oracle", "alarm_set")
     assert set(oracle[:2]) == {"c2", "c6"}
     # behind the true labels the oracle keeps the random order
     assert oracle[2:] == [i for i in ids("random", "alarm_set") if i not in ("c2", "c6")]
     assert ids("oracle", "weather_query")[0] == "c10"
-    assert curve_orders(cands, diversity, hidden, seed=3) == orders  # seeded
+    assert curve_orders(cands, selected, hidden, seed=3) == orders  # seeded
     assert ids("random", "alarm_set") != ids("relevance_topk", "alarm_set")
 
 
@@ -109,3 +118,78 @@ def test_selection_quality_is_reported_overall_and_per_intent(tmp_path):
     assert q["selection.per_intent"] == {
         "alarm_set": {"kept": 3, "relevant": 2, "precision": 0.6667, "recall": 1.0},
         "weather_query": {"kept": 3, "relevant": 2, "precision": 0.3333, "recall": 0.5}}
+
+
+def _clusters(seed: int = 0):
+    """Candidates in three tight clusters of different sizes, and seeds near one of them."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, 16)) * 4
+    sizes = (60, 25, 5)
+    cand = np.vstack([c + rng.normal(scale=0.3, size=(n, 16)) for c, n in zip(centres, sizes)])
+    seeds = centres[0] + rng.normal(scale=0.3, size=(4, 16))
+    cluster = np.repeat(np.arange(3), sizes)
+    return cand, seeds, cluster
+
+
+def test_k_center_never_lets_the_farthest_candidate_get_farther_and_covers_every_cluster_first():
+    import numpy as np
+
+    from winnow.selectors.coverage import k_center_order
+
+    cand, seeds, cluster = _clusters()
+    order, radius = k_center_order(cand, seeds, 30)
+    assert len(order) == len(set(order)) == 30
+    assert all(b <= a + 1e-12 for a, b in zip(radius, radius[1:]))
+    # the radius it reports is the largest distance from a candidate to its nearest chosen point
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    chosen = np.vstack([unit(seeds), unit(cand[order[:5]])])
+    rest = np.setdiff1d(np.arange(len(cand)), order[:5])
+    assert radius[4] == pytest.approx((1 - unit(cand[rest]) @ chosen.T).min(axis=1).max())
+    # the seeds sit in cluster 0: the first picks go to the two clusters they do not cover
+    assert set(cluster[order[:2]]) == {1, 2}
+
+
+def test_facility_location_gains_never_increase_and_the_big_cluster_is_represented_first():
+    from winnow.selectors.coverage import facility_location_order
+
+    cand, _, cluster = _clusters()
+    order, gains = facility_location_order(cand, 20)
+    assert len(order) == len(set(order)) == 20
+    assert all(b <= a + 1e-9 for a, b in zip(gains, gains[1:]))
+    assert cluster[order[0]] == 0  # the largest cluster is the most to represent
+    assert set(cluster[order[:3]]) == {0, 1, 2}
+    assert facility_location_order(cand, 20) == (order, gains)  # deterministic
+
+
+def test_curves_are_the_same_whether_their_models_fit_side_by_side_or_one_at_a_time(
+        reference_run, demo_data, tmp_path):
+    """The curves' intent models fit in worker processes (``curve_workers``); each fit is a
+    function of its own data, so one worker gives the same curves and predictions.  The
+    same rerun switches the diversity step to the coverage objective: only the diversity
+    order and its curve change, over the same candidates."""
+    import shutil
+    import subprocess
+
+    import numpy as np
+
+    from conftest import REPO, intent_cmd
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    cmd = intent_cmd(demo_data, run)
+    subprocess.run(cmd[:-1] + ["--set", "curve_workers=1", "--set", "diversity.objective=coverage",
+                               cmd[-1]], check=True, cwd=REPO, capture_output=True)
+    one, many = (json.loads((r / "curves" / "curves.json").read_text()) for r in (run, reference_run))
+    assert set(one) == set(many) >= {"k_center", "facility_location", "random", "diversity"}
+    preds = [np.load(r / "curves" / "predictions.npz") for r in (run, reference_run)]
+    assert sorted(preds[0].files) == sorted(preds[1].files)
+    for name in set(one) - {"diversity"}:
+        assert one[name] == many[name], name
+        assert all((preds[0][k] == preds[1][k]).all() for k in preds[0].files
+                   if k.startswith(f"{name}.")), name
+    orders = [[json.loads(x) for x in (r / "diversity" / "diversity_order.jsonl").open()]
+              for r in (run, reference_run)]
+    ids = [[(o["intent"], o["id"]) for o in order] for order in orders]
+    assert ids[0] != ids[1] and len(ids[0]) == len(ids[1])

@@ -125,9 +125,9 @@ def test_lm_filter_same_on_dask(tmp_path, dask_address):
     _, binary = train_lm(seed, tmp_path / "lm", "seed", order=3)
     thr = percentile_threshold(LanguageModel(binary), seed, 5)
     rows = [{"id": str(i), "src": f"s{i}", "nbest": nb} for i, nb in enumerate([
-        [["zzz qqq", -0.5], ["stelle einen wecker für sieben uhr", -0.9]],
-        [["xx yy zz ww", -0.2]], [], [["wie wird das wetter", -0.3], ["wetter wie", -0.4]],
-        [["spiele musik", -0.1]], [["mach das licht an", -0.6], ["licht", -0.7]]])]
+        [["zzz qqq", -0.5, 3], ["stelle einen wecker für sieben uhr", -0.9, 7]],
+        [["xx yy zz ww", -0.2, 5]], [], [["wie wird das wetter", -0.3, 5], ["wetter wie", -0.4, 3]],
+        [["spiele musik", -0.1, 3]], [["mach das licht an", -0.6, 5], ["licht", -0.7, 2]]])]
     nb = tmp_path / "nbest.jsonl"
     nb.write_text("".join(json.dumps(r) + "\n" for r in rows))
     results = _run_both(

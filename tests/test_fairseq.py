@@ -22,5 +22,8 @@ def test_train_and_nbest(tmp_path):
     out = fairseq_nmt.generate_nbest(data, ckpt, sw, ["set an alarm for two", "set an alarm"],
                                      "en", "de", s, tmp_path)
     assert len(out) == 2 and all(len(lst) == 3 for lst in out)
-    assert all(score < 0 for lst in out for _, score in lst)
-    assert all(isinstance(t, str) for lst in out for t, _ in lst)
+    assert all(score < 0 for lst in out for _, score, _ in lst)
+    assert all(isinstance(t, str) for lst in out for t, _, _ in lst)
+    # in the beam's order: log-probability per scored position, best first
+    assert all(lst == sorted(lst, key=lambda h: -h[1] / h[2]) for lst in out)
+    assert all(n >= 2 for lst in out for _, _, n in lst)  # at least a subword and </s>

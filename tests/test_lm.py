@@ -49,12 +49,20 @@ def test_query_prefers_in_domain(seed_lm):
 
 
 def test_rescoring_changes_choice_when_lm_disagrees(seed_lm):
-    nbest = [Hypothesis("datei wecker speichern uhr", -1.0),
-             Hypothesis("stelle einen wecker für sieben uhr", -1.5)]
+    nbest = [Hypothesis("datei wecker speichern uhr", -1.0, 5),
+             Hypothesis("stelle einen wecker für sieben uhr", -2.0, 8)]
     assert rescore(nbest, seed_lm, 0.0)[0].text == nbest[0].text
     best = rescore(nbest, seed_lm, 0.5)[0]
     assert best.text == nbest[1].text and best.rank_before == 1
-    assert math.isclose(best.total, best.nmt_score + 0.5 * best.lm_score)
+    assert math.isclose(best.total, (best.nmt_score + 0.5 * best.lm_score) / 8)
+
+
+def test_rescoring_without_the_lm_keeps_the_beams_length_normalised_choice(seed_lm):
+    """The beam ranks by log-probability per scored position; with lm_weight 0 rescoring
+    must keep that choice, not prefer the shorter hypothesis for its larger raw sum."""
+    nbest = [Hypothesis("stelle einen wecker für sieben uhr", -2.4, 8),  # -0.30 per position
+             Hypothesis("stelle einen", -1.5, 3)]  # -0.50 per position
+    assert rescore(nbest, seed_lm, 0.0)[0].text == nbest[0].text
 
 
 def test_evaluation_scores_seed_vocab_tokens_only(seed_lm):
@@ -75,9 +83,9 @@ def test_translation_filter_pipeline_accounting(seed_lm, tmp_path):
     from winnow.pipelines.config import BeamSettings
     from winnow.pipelines.lm_pipelines import build_translation_filter
 
-    rows = [{"id": "1", "src": "set an alarm", "nbest": [["zzz qqq", -0.5],
-                                                        ["stelle einen wecker für sieben uhr", -0.9]]},
-            {"id": "2", "src": "junk", "nbest": [["xx yy zz ww", -0.2]]},
+    rows = [{"id": "1", "src": "set an alarm", "nbest": [["zzz qqq", -0.5, 3],
+                                                        ["stelle einen wecker für sieben uhr", -0.9, 7]]},
+            {"id": "2", "src": "junk", "nbest": [["xx yy zz ww", -0.2, 5]]},
             {"id": "3", "src": "empty", "nbest": []}]
     nb = tmp_path / "nbest.jsonl"
     nb.write_text("".join(json.dumps(r) + "\n" for r in rows))

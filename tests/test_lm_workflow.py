@@ -45,11 +45,16 @@ def test_lm_chain_outputs_and_accounting(lm_run):
     assert read_path.endswith("bitext.tsv") and len(digest) == 64
     (path, per_file), = bt["by_source"].items()
     assert path.endswith("bitext.tsv") and per_file["read"] == bt["read"] and per_file["kept"] == 300
-    # the LM filter's threshold: the configured percentile of the held-out tuning split
+    # the LM filter's threshold: the percentile of the held-out tuning split's scores whose
+    # LM had the lowest tuning perplexity, tuned like λ
     from winnow.lm.scoring import LanguageModel, percentile_threshold
+    tuned = summary["tune"]["stats"]
+    grid = {float(q): ppl for q, ppl in tuned["lm_filter_grid"].items()}
+    assert set(grid) == {0.0, 5.0, 20.0}
+    assert tuned["lm_filter_percentile"] == min(grid, key=lambda q: (grid[q], q))
     tuning = [json.loads(x)["text"] for x in (lm_run / "prepare" / "tuning.jsonl").open()]
-    assert summary["seed_lm"]["stats"]["lm_filter_threshold"] == pytest.approx(percentile_threshold(
-        LanguageModel(lm_run / "seed_lm" / "seed.binary"), tuning, 5))
+    assert tuned["lm_filter_threshold"] == pytest.approx(percentile_threshold(
+        LanguageModel(lm_run / "seed_lm" / "seed.binary"), tuning, tuned["lm_filter_percentile"]))
     tr = summary["rows"]["stats"]["all.translations"]
     assert tr["read"] == tr["kept"] + tr["dropped"] == 200
     assert (lm_run / "final_lm" / "lm.binary").stat().st_size > 0

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from winnow.selectors.diversity import diversity_order
+from winnow.selectors.diversity import coverage_order, diversity_order
 from winnow.selectors.paraphrase import Example, ParaphraseDetector, generate_pairs, pair_features
 
 EXAMPLES = [Example(a, d, i) for a, d, i in [
@@ -64,6 +64,38 @@ def test_diversity_picks_least_similar_and_matches_brute_force():
     assert [i for i, _, _ in order] == expect
     first = order[0][0]
     assert cand[first] @ annotated[0] == min(cand @ annotated[0])
+
+
+def test_coverage_matches_brute_force_facility_location_and_prefers_the_typical_new_cluster():
+    """Each pick maximises sum_i w_i max(0, P(i, c) - cover(i)); a dense cluster the seeds
+    do not paraphrase comes before a lone outlier, which the plain novelty order takes first."""
+    det = toy_detector()
+    rng = np.random.default_rng(4)
+    axes = np.eye(6, dtype=np.float32)
+    noisy = lambda v, n: v + rng.normal(scale=0.05, size=(n, 6)).astype(np.float32)  # noqa: E731
+    cand = np.vstack([noisy(axes[0], 10), noisy(axes[1], 12), -axes[0:1] - axes[1:2]])
+    cand /= np.linalg.norm(cand, axis=1, keepdims=True)
+    annotated = axes[:1]
+    weights = rng.uniform(0.5, 1.0, size=len(cand))
+    order = coverage_order(det, cand, annotated, batch_size=2, rounds=4, weights=weights)
+    assert len(order) == 8 and [r for _, r, _ in order] == [0, 0, 1, 1, 2, 2, 3, 3]
+    # brute force: the objective's gain of every remaining candidate, one pick at a time
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    p = sig(det.logits(cand, cand))
+    np.fill_diagonal(p, 1.0)
+    cover, alive, expect = sig(det.logits(cand, annotated).max(axis=1)), list(range(len(cand))), []
+    for _ in range(8):
+        gains = [(weights * np.maximum(p[:, c] - cover, 0)).sum() for c in alive]
+        c = alive[int(np.argmax(gains))]
+        expect.append(c)
+        cover = np.maximum(cover, p[:, c])
+        alive.remove(c)
+    assert [i for i, _, _ in order] == expect
+    assert 10 <= order[0][0] < 22  # the uncovered cluster, not the outlier (index 22)
+    assert diversity_order(det, cand, annotated, batch_size=1, rounds=1)[0][0] == 22
+    # the reported probability is the pick's best paraphrase of the set before it was added
+    assert order[0][2] == pytest.approx(float(sig(det.logits(cand[order[0][0]:order[0][0] + 1],
+                                                             annotated).max())), rel=1e-5)
 
 
 def test_confident_tier_is_exhausted_before_the_rest():

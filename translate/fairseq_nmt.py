@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -152,7 +153,21 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
         args += ["--stop-time-hours", f"{s.max_minutes / 60:.4f}"]
     _run("fairseq_cli.train", args, log, total=updates or s.max_updates, threads=s.threads)
     best = save_dir / "checkpoint_best.pt"
-    return best if best.exists() else save_dir / "checkpoint_last.pt"
+    if not best.exists():
+        return save_dir / "checkpoint_last.pt"
+    if restore is not None and valid_loss(best) >= valid_loss(restore):
+        # the restored model is the fine-tune's update 0: kept where no update beat it on
+        # the validation pairs (the caller validates parent and fine-tune on the same pairs)
+        shutil.copyfile(restore, best)
+    return best
+
+
+def valid_loss(checkpoint: Path) -> float:
+    """The validation loss fairseq recorded in a checkpoint (the pairs it validated on)."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return float(state["extra_state"]["val_loss"])
 
 
 _H = re.compile(r"^H-(\d+)\t(\S+)\t(.*)$")
@@ -160,13 +175,16 @@ _P = re.compile(r"^P-(\d+)\t(.*)$")
 
 
 def generate_nbest(data_bin: Path, checkpoint: Path, subword: Subword, sources: list[str],
-                   src: str, tgt: str, s: NmtSettings, work: Path) -> list[list[tuple[str, float]]]:
-    """n-best translations of ``sources``: per source, [(text, natural-log prob)] in beam order.
+                   src: str, tgt: str, s: NmtSettings, work: Path
+                   ) -> list[list[tuple[str, float, int]]]:
+    """n-best translations of ``sources``: per source, [(text, natural-log prob, tokens)]
+    in beam order.
 
     Uses ``fairseq-interactive`` (raw source lines, no dummy target side).  Scores are
     sums of fairseq's positional log-probabilities (reported in base 2),
     converted to natural log, so they are sentence log-probabilities that the LM
-    rescoring can add to.
+    rescoring can add to; ``tokens`` is how many positions were scored (subwords and
+    end of sentence), by which the beam normalised its order.
     """
     gen = work / "gen"
     gen.mkdir(parents=True, exist_ok=True)
@@ -179,7 +197,7 @@ def generate_nbest(data_bin: Path, checkpoint: Path, subword: Subword, sources: 
                 "--max-len-a", "1.5", "--max-len-b", "10", "--input", str(src_file)],
                work / "generate.log", total=len(sources), unit="sentences",
                counter=re.compile(r"^S-\d+\t"), threads=s.threads)
-    results: list[list[tuple[str, float]]] = [[] for _ in sources]
+    results: list[list[tuple[str, float, int]]] = [[] for _ in sources]
     pending: tuple[int, str] | None = None
     for line in out.splitlines():
         m = _H.match(line)
@@ -188,7 +206,8 @@ def generate_nbest(data_bin: Path, checkpoint: Path, subword: Subword, sources: 
             continue
         p = _P.match(line)
         if p and pending is not None and int(p.group(1)) == pending[0]:
-            total = sum(float(x) for x in p.group(2).split()) * LN2
-            results[pending[0]].append((subword.decode(pending[1]), total))
+            positional = [float(x) for x in p.group(2).split()]
+            results[pending[0]].append((subword.decode(pending[1]), sum(positional) * LN2,
+                                        len(positional)))
             pending = None
     return results  # in fairseq's own (length-normalised beam) order
