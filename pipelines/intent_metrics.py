@@ -104,7 +104,9 @@ def f1_at_target_fraction(predictions: CurvePredictions,
     if not within:
         return {}
     point, whole = within[-1], np.ones((1, len(gold)))
-    f1 = {name: new_intent_f1s(gold, preds[name][point], labels, whole)[0] for name in CURVE_ORDERS}
+    # the orders the run drew (a run made before the peers were added has fewer)
+    f1 = {name: new_intent_f1s(gold, preds[name][point], labels, whole)[0]
+          for name in CURVE_ORDERS if name in preds}
     f1["full_budget"] = new_intent_f1s(gold, preds["relevance_topk"][-1], labels, whole)[0]
     return {f"{F1_AT_TARGET}.added": curves["relevance_topk"][point]["added"],
             **{f"{F1_AT_TARGET}.{intent}": {name: round(float(v[k]), 4) for name, v in f1.items()}

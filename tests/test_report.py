@@ -31,7 +31,8 @@ def test_report_has_plots_and_renders(reference_run, tmp_path):
     f1 = metrics["f1_at_40pct.weather_query"]
     assert (f"F1 per new intent with {metrics['f1_at_40pct.added']} added utterances" in page
             and "<tr><td>weather_query</td>" + "".join(f"<td>{f1[c]}</td>" for c in (
-                "diversity", "oracle", "random", "relevance_topk", "full_budget"))
+                "diversity", "facility_location", "k_center", "oracle", "random",
+                "relevance_topk", "full_budget"))
             + "</tr>" in page)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
