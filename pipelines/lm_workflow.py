@@ -295,10 +295,10 @@ class LmRun:
                                     dict_from=base_dir / "data-bin")
         best = fairseq_nmt.train(data, d / "checkpoints", s, d / "train.log",
                                  restore=self._checkpoint(v.parent), updates=updates)
-        parent_loss = fairseq_nmt.valid_loss(self._checkpoint(v.parent))
+        loss, parent_loss = (fairseq_nmt.valid_loss(c) for c in (best, self._checkpoint(v.parent)))
         return stats | {"pairs": len(in_domain) + len(mixed), "general_pairs": len(mixed),
-                        "valid_loss": fairseq_nmt.valid_loss(best), "parent_valid_loss": parent_loss,
-                        "kept_parent": fairseq_nmt.valid_loss(best) == parent_loss}
+                        "valid_loss": loss, "parent_valid_loss": parent_loss,
+                        "kept_parent": loss == parent_loss}
 
     def nbest(self, variant: str, d: Path) -> dict[str, Any]:
         """n-best lists for the in-domain source and the tuning split's parallel sources."""
