@@ -6,7 +6,6 @@ returns them so a stage can check read = kept + dropped + rejected and record it
 """
 from __future__ import annotations
 
-import glob
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from winnow.pipelines import fileio
 from winnow.pipelines.config import BeamSettings, InputFile
-from winnow.pipelines.readers import read_file, stable_fraction
+from winnow.pipelines.readers import count_lines, read_file, stable_fraction
 from winnow.pipelines.records import Decision, Rejected, to_dict, to_json
 
 NAMESPACE = "winnow"
@@ -39,8 +38,29 @@ class Counters:
         self.rejected = Metrics.counter(NAMESPACE, f"{stage}/rejected")
 
 
-class _ReadFile(beam.DoFn):
-    """One input file -> records, and dead letters on the ``rejected`` output."""
+SPLIT_BYTES = 64 << 20  # a line-format file larger than this is read by byte ranges
+
+
+def byte_ranges(path: str, split_bytes: int) -> list[tuple[str, int, int]]:
+    """[start, end) ranges of ``split_bytes`` tiling a file (one for an empty file)."""
+    total = fileio.size(path)
+    return [(path, s, min(s + split_bytes, total)) for s in range(0, total, split_bytes)] or \
+        [(path, 0, 0)]
+
+
+def first_lines(counts: list[tuple[tuple[str, int, int], int]]) -> dict[tuple[str, int], int]:
+    """{(path, start): the file's line number of the range's first line}, from how many
+    lines begin in each range (a prefix sum over each file's ranges)."""
+    out, line = {}, {}
+    for (path, start, _end), n in sorted(counts):
+        out[(path, start)] = line.get(path, 1)
+        line[path] = out[(path, start)] + n
+    return out
+
+
+class _ReadRange(beam.DoFn):
+    """One byte range of an input file (or the whole file) -> records, and dead letters on
+    the ``rejected`` output, each with its file's exact line number."""
 
     def __init__(self, stage: str, spec: dict[str, Any]):
         self.stage, self.spec = stage, spec
@@ -48,11 +68,15 @@ class _ReadFile(beam.DoFn):
     def setup(self) -> None:
         self.counters = Counters(self.stage)
 
-    def process(self, path: str) -> Iterable[Any]:
+    def process(self, unit: tuple[str, int, int | None], firsts: dict[tuple[str, int], int]
+                ) -> Iterable[Any]:
         spec = self.spec
+        path, start, end = unit
         per_file = Metrics.counter(NAMESPACE, f"{self.stage}/read:{path}")
+        where = {} if end is None else {"start": start, "end": end,
+                                        "first_line": firsts[(path, start)]}
         n = 0
-        for rec in read_file(path, spec["format"], locale=spec.get("locale", "")):
+        for rec in read_file(path, spec["format"], locale=spec.get("locale", ""), **where):
             if isinstance(rec, Rejected):
                 self.counters.read.inc()
                 per_file.inc()
@@ -74,22 +98,39 @@ class _ReadFile(beam.DoFn):
 class ReadRecords(beam.PTransform):
     """Read input files into records; malformed lines go to ``rejected`` with file/line/reason.
 
-    A file is the unit of parallelism (line numbers stay exact); a Reshuffle after
-    reading spreads the records over workers.  Shard very large inputs into files.
+    A line-format file is read in byte ranges of ``split_bytes``, spread over the workers,
+    so one large file is not one worker's job; line numbers stay exact: a first pass counts
+    the lines that begin in each range but the last of its file (a small file is read
+    once), and each range numbers its lines from the prefix sum.  A SNIPS JSON document,
+    or an input with a ``limit`` (the first n records), is read whole.  A Reshuffle after
+    reading spreads the records over workers.
     """
 
-    def __init__(self, stage: str, inputs: list[InputFile]):
+    def __init__(self, stage: str, inputs: list[InputFile], split_bytes: int = SPLIT_BYTES):
         super().__init__()
         self.stage = stage
         self.inputs = inputs
+        self.split_bytes = split_bytes
 
     def expand(self, pbegin):
         outputs = []
         for i, inp in enumerate(self.inputs):
             paths = fileio.expand(inp.path)
-            res = (pbegin
-                   | f"Files{i}" >> beam.Create(paths)
-                   | f"Parse{i}" >> beam.ParDo(_ReadFile(self.stage, inp.model_dump()))
+            whole = inp.format == "snips" or inp.limit is not None or not all(map(fileio.exists, paths))
+            units = ([(p, 0, None) for p in paths] if whole else
+                     [r for p in paths for r in byte_ranges(p, self.split_bytes)])
+            last = {p: max(r[1] for r in units if r[0] == p) for p in paths}
+            ranges = pbegin | f"Files{i}" >> beam.Create(units)
+            firsts = (ranges
+                      | f"CountLines{i}" >> beam.Map(
+                          lambda r, last=last: (r, 0 if r[2] is None or r[1] == last[r[0]]
+                                                else count_lines(*r)))
+                      | f"AllCounts{i}" >> beam.combiners.ToList()
+                      | f"FirstLines{i}" >> beam.Map(first_lines))
+            res = (ranges
+                   | f"SpreadRanges{i}" >> beam.Reshuffle()
+                   | f"Parse{i}" >> beam.ParDo(_ReadRange(self.stage, inp.model_dump()),
+                                               beam.pvalue.AsSingleton(firsts))
                    .with_outputs(REJECTED, main="records"))
             outputs.append(res)
         records = ([o.records for o in outputs] | "MergeRecords" >> beam.Flatten()
@@ -129,8 +170,10 @@ class WriteDecisions(beam.PTransform):
 
 
 def write_jsonl(out_dir: str, name: str) -> beam.PTransform:
-    return beam.io.WriteToText(str(Path(out_dir) / name), file_name_suffix=".jsonl",
-                               shard_name_template="-SSSSS-of-NNNNN")
+    """Shards ``<out_dir>/<name>-SSSSS-of-NNNNN.jsonl``; none for an empty collection
+    (Beam's S3 writer cannot create an empty object), which readers take as no records."""
+    return beam.io.WriteToText(fileio.join(out_dir, name), file_name_suffix=".jsonl",
+                               shard_name_template="-SSSSS-of-NNNNN", skip_if_empty=True)
 
 
 def write_rejected(rejected, out_dir: str):
@@ -139,10 +182,12 @@ def write_rejected(rejected, out_dir: str):
 
 
 def read_jsonl_shards(out_dir: str | Path, name: str) -> list[dict[str, Any]]:
+    """Every record of the ``name`` shards in a folder or bucket prefix; [] where a stage
+    wrote none (an empty collection writes no shard)."""
     rows = []
-    for path in sorted(glob.glob(str(Path(out_dir) / f"{name}-*.jsonl"))):
-        with open(path, encoding="utf-8") as f:
-            rows.extend(json.loads(line) for line in f if line.strip())
+    for path in fileio.match(fileio.join(str(out_dir), f"{name}-*.jsonl")):
+        text = fileio.read_bytes(path).decode("utf-8")
+        rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
     return rows
 
 

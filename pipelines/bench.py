@@ -24,8 +24,8 @@ from typing import Any, Callable
 import apache_beam as beam
 import numpy as np
 
-from winnow.pipelines.beam_io import pipeline_options
-from winnow.pipelines.config import BeamSettings
+from winnow.pipelines.beam_io import byte_ranges, pipeline_options, run_pipeline
+from winnow.pipelines.config import BeamSettings, InputFile
 
 WORDS = ("set an alarm for seven am wake me up tomorrow play some jazz music what is the weather "
          "in paris order a pizza from the corner turn the kitchen lights blue please next episode "
@@ -38,9 +38,9 @@ TOP_K = 400
 # memory row compares the peak RSS of the two "memory" pools
 FULL = {"speed_pool": 20_000_000, "memory": (1_000_000, 10_000_000), "embed": 16384,
         "kenlm": 1_000_000,
-        "diversity": (100_000, 5_000, 20), "bitext_mix": (None, 0.02)}
+        "diversity": (100_000, 5_000, 20), "bitext_mix": (None, 0.02), "object_store": 100_000}
 QUICK = {"speed_pool": 50_000, "memory": (10_000, 50_000), "embed": 512, "kenlm": 20_000,
-         "diversity": (5_000, 500, 5), "bitext_mix": (0.002, 0.002)}
+         "diversity": (5_000, 500, 5), "bitext_mix": (0.002, 0.002), "object_store": 5_000}
 EMBED_REPEATS = 3
 EMBED_ELEMENT_BATCH = 4096  # texts per Beam element; the encoder batches them by 128
 DIVERSITY_BATCH = 50
@@ -79,11 +79,6 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 
 # --- Beam pieces: read a text file as batches of lines --------------------------------
-
-def byte_splits(path: str, size: int = SPLIT_BYTES) -> list[tuple[str, int, int]]:
-    total = os.path.getsize(path)
-    return [(path, s, min(s + size, total)) for s in range(0, total, size)]
-
 
 def read_line_batches(split: tuple[str, int, int], lines: int = LINES_PER_BATCH):
     """The lines that start inside [start, end) (a line belongs to the split holding its
@@ -178,7 +173,7 @@ def run_score_file(pool: str, models_path: str, workers: int) -> dict[str, Any]:
         f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     def go():
         p = beam.Pipeline(options=pipeline_options(BeamSettings(), extra))
-        (p | "Splits" >> beam.Create(byte_splits(pool)) | "Spread" >> beam.Reshuffle()
+        (p | "Splits" >> beam.Create(byte_ranges(pool, SPLIT_BYTES)) | "Spread" >> beam.Reshuffle()
          | "Lines" >> beam.FlatMap(read_line_batches)
          | "Score" >> beam.ParDo(ScoreTopK(models, TOP_K))
          | "TopK" >> beam.combiners.Top.LargestPerKey(TOP_K)
@@ -318,7 +313,7 @@ def bench_kenlm(n: int, work: Path) -> list[dict[str, Any]]:
 
     def go():
         p = beam.Pipeline(options=pipeline_options(BeamSettings(), ["--direct_num_workers=1"]))
-        (p | beam.Create(byte_splits(str(pool))) | beam.FlatMap(read_line_batches)
+        (p | beam.Create(byte_ranges(str(pool), SPLIT_BYTES)) | beam.FlatMap(read_line_batches)
          | beam.ParDo(ScoreLm(str(binary), threshold)) | beam.CombineGlobally(sum))
         p.run().wait_until_finish()
     return [{"stage": "KenLM scoring + LM filter (Beam)", "items": n, "items_per_s": n / _timed(go),
@@ -406,6 +401,40 @@ def bench_diversity(candidates: int, annotated: int, rounds: int) -> list[dict[s
              "note": f"{seconds:.1f} s ({domain_s:.1f} s domain classifier)"}]
 
 
+def _pool_scoring_seconds(pool: str, out_dir: str, beam_args: list[str]) -> float:
+    """The product's pool-scoring stage (read, dedupe, score, top-k, write every decision)
+    over one text file, from ``pool`` to ``out_dir``, 1 worker."""
+    from winnow.pipelines.pool_scoring import build_pool_scoring, models_from_json
+
+    models = models_from_json(_bench_models())
+    options = pipeline_options(BeamSettings(), ["--direct_num_workers=1", *beam_args])
+    return _timed(lambda: run_pipeline(
+        lambda p: build_pool_scoring(p, [InputFile(path=pool, format="text")], models, set(),
+                                     out_dir, TOP_K, None), options))
+
+
+def bench_object_store(n: int, work: Path) -> list[dict[str, Any]]:
+    """Pool scoring reading its pool from and writing its decisions to S3 (moto's server
+    on 127.0.0.1), against the same stage on local disk: what the object store costs."""
+    from winnow.pipelines import fileio
+    from winnow.pipelines.emulators import s3_emulator
+
+    pool = write_pool(work / "store_pool.txt", n, seed=7)
+    local = _pool_scoring_seconds(str(pool), str(work / "store_out"), [])
+    with s3_emulator("winnow-bench", work) as beam_args:
+        fileio.configure(beam_args)
+        fileio.write_bytes("s3://winnow-bench/pool.txt", pool.read_bytes())
+        remote = _pool_scoring_seconds("s3://winnow-bench/pool.txt", "s3://winnow-bench/out",
+                                       beam_args)
+        written = len(fileio.list_tree("s3://winnow-bench/out"))
+    pool.unlink()
+    return [{"stage": "pool scoring on S3 (moto) vs local disk", "items": n,
+             "items_per_s": n / remote, "baseline": "the same stage on local disk",
+             "baseline_items_per_s": n / local, "target": "report (overhead)",
+             "peak_rss_mib": _peak_rss_mib(),
+             "note": f"{written} objects written; {remote:.1f} s vs {local:.1f} s"}]
+
+
 def _print_row(row: dict[str, Any]) -> None:
     base = row["baseline_items_per_s"]
     print(f"{row['stage']:<46} {row['items']:>10,} {row['items_per_s']:>11,.0f} "
@@ -425,7 +454,8 @@ def run_bench(quick: bool, out: Path, lm_config: Path = Path("configs/massive-de
                    lambda: bench_embedding(sizes["embed"]),
                    lambda: bench_kenlm(sizes["kenlm"], work),
                    lambda: bench_diversity(*sizes["diversity"]),
-                   lambda: bench_bitext_mix(lm_config, *sizes["bitext_mix"], work)):
+                   lambda: bench_bitext_mix(lm_config, *sizes["bitext_mix"], work),
+                   lambda: bench_object_store(sizes["object_store"], work)):
             for row in fn():
                 if "ratio" not in row:
                     row["ratio"] = row["items_per_s"] / row["baseline_items_per_s"]

@@ -23,7 +23,7 @@ from typing import Any
 
 from winnow.pipelines import fileio
 from winnow.pipelines.config import ConfigError, IntentConfig, load_config
-from winnow.pipelines.stages import OutputNotWritable, RunLocked
+from winnow.pipelines.stages import OutputNotWritable, RunLocked, local_root, publish
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,7 +90,7 @@ def _run(cfg, beam_args: list[str], force: set[str], quiet: bool) -> dict[str, A
     else:
         from winnow.pipelines.lm_workflow import run_lm
         metrics = run_lm(cfg, beam_args, force, quiet)
-    report = build_report(cfg.output_dir)
+    report = publish(cfg.output_dir, build_report(local_root(cfg.output_dir)))
     if not quiet:
         print(f"[winnow] report: {report}", file=sys.stderr)
     return metrics
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "report":
             from winnow.pipelines.report import build_report
-            print(build_report(args.run_dir))
+            print(build_report(local_root(args.run_dir)))
             return 0
         if args.command == "compare":
             from winnow.pipelines.compare import compare_table
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{args.config}: eval: required for `winnow {args.command}`")
         start = time.time()
         metrics = _run(cfg, beam_args, set(args.force), args.quiet)
-        _print_table(f"{cfg.name}: {Path(cfg.output_dir) / 'metrics.json'} "
+        _print_table(f"{cfg.name}: {fileio.join(cfg.output_dir, 'metrics.json')} "
                      f"({time.time() - start:.0f}s)", metrics)
         if cfg.workflow == "lm":
             from winnow.pipelines.lm_workflow import ablation_table

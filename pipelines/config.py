@@ -314,6 +314,7 @@ def load_config(path: str | Path, overrides: list[str] = (), check_files: bool =
         cfg = model.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_error(str(path), err)) from None
+    cfg.output_dir = expand_env(cfg.output_dir)  # ${WINNOW_RUNS:-runs}/name: a bucket or a folder
     if check_files:
         _check_paths(cfg, path)
     return cfg

@@ -41,6 +41,7 @@ from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, 
 from apache_beam.runners.dask.dask_runner import DaskOptions
 from apache_beam.runners.dask.dask_runner import DaskRunner as _BeamDaskRunner
 from apache_beam.runners.dask.overrides import _GroupByKeyOnly, _Read, dask_overrides
+from distributed import WorkerPlugin
 from apache_beam.runners.dask.transform_evaluator import (TRANSLATIONS, Flatten, NoOp, OneReceiver,
                                                           get_windowed_value)
 from apache_beam.runners.direct.direct_metrics import DirectMetrics
@@ -210,6 +211,23 @@ class DaskRunnerResult(PipelineResult):
         return self._metrics
 
 
+class FileSystemOptions(WorkerPlugin):
+    """A Dask worker plugin: each worker's Beam FileSystems take the pipeline's options
+    (S3 endpoint and keys...), as the driver's do, so workers read and write the bucket
+    the run names; workers that join later get them too."""
+
+    name = "winnow-filesystem-options"
+
+    def __init__(self, options: dict[str, Any]):
+        self.options = options
+
+    def setup(self, worker) -> None:
+        from apache_beam.io.filesystems import FileSystems
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        FileSystems.set_options(PipelineOptions.from_dictionary(self.options))
+
+
 class DaskRunner(_BeamDaskRunner):
     """Runs the pipeline on the Dask cluster at ``--dask_client_address`` and waits."""
 
@@ -221,6 +239,7 @@ class DaskRunner(_BeamDaskRunner):
         bag_kwargs = DaskOptions._extract_bag_kwargs(dask_options)
         client = ddist.Client(**dask_options)
         try:
+            client.register_plugin(FileSystemOptions(options.get_all_options(drop_default=True)))
             pipeline.replace_all(dask_overrides())
             builder = _Builder(client, bag_kwargs)
             pipeline.visit(builder)

@@ -9,6 +9,10 @@ so that the driver reads with the same settings as the workers.
 from __future__ import annotations
 
 import glob
+import logging
+import os
+import shutil
+from pathlib import Path
 from typing import BinaryIO
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -62,11 +66,107 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
+def size(path: str) -> int:
+    if is_local(path):
+        return os.path.getsize(path)
+    try:
+        return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    except Exception as err:
+        raise StorageError(f"{path}: cannot read: {_first_line(err)}") from None
+
+
 def checksum(path: str) -> str:
     """What identifies a remote object's content without reading it (the store's ETag,
     CRC or MD5), with its size."""
     meta = FileSystems.match([path])[0].metadata_list[0]
     return f"{FileSystems.checksum(path)}:{meta.size_in_bytes}"
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/part/...`` for a local folder or a bucket prefix (``Path`` would fold the
+    ``//`` of ``s3://``)."""
+    return os.path.join(base, *parts) if is_local(base) else "/".join([base.rstrip("/"), *parts])
+
+
+def exists(path: str) -> bool:
+    return os.path.exists(path) if is_local(path) else FileSystems.exists(path)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write one object (or file) whole: an object appears only when complete."""
+    if is_local(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(data)
+        return
+    logging.disable(logging.ERROR)  # Beam logs a failed upload's traceback; ours names it
+    try:
+        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            f.write(data)
+    except Exception as err:
+        raise StorageError(f"{path}: cannot write: {_first_line(err)}") from None
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def list_tree(prefix: str) -> dict[str, int]:
+    """{path relative to ``prefix``: size} of every object under a bucket prefix."""
+    base = prefix.rstrip("/") + "/"
+    try:
+        found = FileSystems.match([base + "**"])[0].metadata_list
+    except Exception as err:
+        if "No files found" in str(err) or "not found" in str(err).lower():
+            return {}
+        raise StorageError(f"{prefix}: cannot list: {_first_line(err)}") from None
+    return {m.path[len(base):]: m.size_in_bytes for m in found if m.path.startswith(base)}
+
+
+def delete_tree(prefix: str, first: str | None = None) -> None:
+    """Delete every object under a bucket prefix; ``first`` (a relative path, e.g. the
+    completion marker) goes before the rest, so no reader sees it beside partial data."""
+    names = list_tree(prefix)
+    if first in names:
+        FileSystems.delete([join(prefix, first)])
+        del names[first]
+    if names:
+        FileSystems.delete([join(prefix, n) for n in sorted(names)])
+
+
+def empty_files(local: Path) -> list[str]:
+    """The zero-byte files of a folder, relative: Beam's S3 writer cannot create an empty
+    object (a multipart upload of no parts is rejected), so they travel as a list."""
+    return sorted(p.relative_to(local).as_posix() for p in local.rglob("*")
+                  if p.is_file() and p.stat().st_size == 0)
+
+
+def upload_tree(local: Path, prefix: str, last: str | None = None) -> int:
+    """Copy a local folder's non-empty files under a bucket prefix (``empty_files`` says
+    which are left out); objects already there with the same size (a Beam stage's shards,
+    written there directly) are not sent again; ``last`` (the completion marker) is
+    written after everything else.  Returns the files sent."""
+    have = list_tree(prefix)
+    files = sorted(p for p in local.rglob("*") if p.is_file() and p.stat().st_size)
+    rel = lambda p: p.relative_to(local).as_posix()  # noqa: E731
+    files.sort(key=lambda p: rel(p) == last)  # the marker last
+    sent = 0
+    for p in files:
+        if have.get(rel(p)) == p.stat().st_size and rel(p) != last:
+            continue
+        with open(p, "rb") as src, FileSystems.create(
+                join(prefix, rel(p)), compression_type=CompressionTypes.UNCOMPRESSED) as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+        sent += 1
+    return sent
+
+
+def download_tree(prefix: str, local: Path) -> int:
+    """Copy every object under a bucket prefix into a local folder; returns the count."""
+    names = list_tree(prefix)
+    for name in sorted(names):
+        dest = local / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open_read(join(prefix, name)) as src, open(dest, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+    return len(names)
 
 
 def _first_line(err: BaseException) -> str:

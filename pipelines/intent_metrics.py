@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from winnow.pipelines.significance import (DATA_FRACTION_TARGET, F1_AT_TARGET, R
                                            CurvePredictions, data_fraction_bootstrap,
                                            load_curve_predictions, new_intent_f1s,
                                            resample_weights)
-from winnow.pipelines.stages import StageRunner
+from winnow.pipelines.stages import StageRunner, local_root
 
 # the orders compared with relevance top-k's full-budget error (diversity: the issue's target;
 # random and the coverage peers: what it must beat)
@@ -36,7 +35,7 @@ def _added_for(curve: list[dict[str, float]], target: float) -> float | None:
 
 
 def intent_metrics(cfg: IntentConfig, st: StageRunner) -> dict[str, Any]:
-    out = Path(cfg.output_dir)
+    out = st.root
     m: dict[str, Any] = {}
     history = json.loads((out / "self_training" / "history.json").read_text())
     if "new_intent_error" in history[0]:
@@ -122,7 +121,7 @@ def candidate_quality(cfg: IntentConfig, truth: dict[str, str]) -> dict[str, Any
     label (e.g. SNIPS ``GetWeather``), or none (plain text).
     """
     per_intent: dict[str, dict[str, int]] = {}
-    for intent, cs in candidates(Path(cfg.output_dir), cfg.new_intents).items():
+    for intent, cs in candidates(local_root(cfg.output_dir), cfg.new_intents).items():
         labels = [pool_label(truth, c) for c in cs]
         per_intent[intent] = {"same_label": sum(lab == intent for lab in labels),
                               "other_label": sum(lab not in ("", intent) for lab in labels),
@@ -140,7 +139,7 @@ def selection_quality(cfg: IntentConfig, truth: dict[str, str]) -> dict[str, Any
     (``GetWeather``, not counted as weather_query) take most of weather_query's top-k, which
     then keeps a sixth of MASSIVE's.
     """
-    pool = Path(cfg.output_dir) / "pool"
+    pool = local_root(cfg.output_dir) / "pool"
     rows = read_jsonl_shards(pool, "kept") + read_jsonl_shards(pool, "dropped")
     relevant: dict[str, set[str]] = defaultdict(set)  # intent -> texts of the pool
     found: dict[str, set[str]] = defaultdict(set)  # intent -> texts kept for that intent

@@ -28,7 +28,7 @@ from winnow.pipelines.intent_metrics import intent_metrics
 from winnow.pipelines.pool_scoring import build_pool_scoring, norm_key, unique_ids
 from winnow.pipelines.records import Utterance, to_dict, utterance_from_dict
 from winnow.pipelines.significance import new_intent_errors, save_curve_predictions
-from winnow.pipelines.stages import Fingerprints, StageRunner, package_version, write_json
+from winnow.pipelines.stages import Fingerprints, StageRunner, package_version, publish, write_json
 from winnow.selectors.annotation import parse_annotation
 from winnow.selectors.coverage import facility_location_order, k_center_order
 from winnow.selectors.diversity import confidence_tiers, coverage_order, diversity_order
@@ -51,7 +51,7 @@ def new_intent_error(gold: list[str], pred: list[str], new_intents: list[str]) -
 class IntentRun:
     def __init__(self, cfg: IntentConfig, beam_args: list[str], runner: StageRunner):
         self.cfg, self.beam_args, self.st = cfg, beam_args, runner
-        self.out = Path(cfg.output_dir)
+        self.out = runner.root
         self._emb: EmbeddingCache | None = None
 
     # -- helpers ---------------------------------------------------------------------
@@ -160,9 +160,10 @@ class IntentRun:
         inputs = [InputFile(path=str(self.out / "prepare" / "pool_hidden.jsonl"), format="jsonl"),
                   *cfg.pool]
         counts = run_pipeline(
-            lambda p: build_pool_scoring(p, inputs, models, excluded, str(d),
+            lambda p: build_pool_scoring(p, inputs, models, excluded, self.st.sink(d),
                                          cfg.relevance.top_k, cfg.relevance.threshold),
             pipeline_options(cfg.beam, self.beam_args))
+        self.st.pull(d)
         stats = check_accounting("pool", counts)
         kept = sorted(read_jsonl_shards(d, "kept"),
                       key=lambda r: (-r["_decision"]["score"], r["id"], r["source"]))
@@ -478,8 +479,8 @@ def run_intent(cfg: IntentConfig, beam_args: list[str], force: set[str] | None =
     for name, key in _stage_keys(cfg, inputs).items():
         st.run(name, key, run.stage(name), inputs.get(name))
     metrics = intent_metrics(cfg, st)
-    write_json(Path(cfg.output_dir) / "metrics.json", metrics)
-    write_json(Path(cfg.output_dir) / "summary.json",
-               {n: st.records[n] for n in STAGES})
+    for name, obj in (("metrics.json", metrics), ("summary.json", {n: st.records[n] for n in STAGES})):
+        write_json(st.root / name, obj)
+        publish(cfg.output_dir, st.root / name)
     st.release()
     return metrics

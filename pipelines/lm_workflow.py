@@ -42,7 +42,7 @@ from winnow.pipelines.data_access import (EmbeddingCache, iter_input, read_input
 from winnow.pipelines.readers import stable_fraction
 from winnow.pipelines.lm_pipelines import (build_bitext_filter, build_translation_filter, choose)
 from winnow.pipelines.records import BitextPair, Rejected
-from winnow.pipelines.stages import Fingerprints, Stage, StageRunner, package_version, write_json
+from winnow.pipelines.stages import Fingerprints, Stage, StageRunner, package_version, publish, write_json
 from winnow.selectors.bitext_filter import CentroidDistance
 from winnow.translate import fairseq_nmt
 from winnow.translate.subword import Subword
@@ -107,7 +107,7 @@ def chain(variant: str) -> list[str]:
 class LmRun:
     def __init__(self, cfg: LmConfig, beam_args: list[str], runner: StageRunner):
         self.cfg, self.beam_args, self.st = cfg, beam_args, runner
-        self.out = Path(cfg.output_dir)
+        self.out = runner.root
         self.rows = rows_for(cfg)
 
     def _texts(self, name: str) -> list[str]:
@@ -190,8 +190,9 @@ class LmRun:
             ranker, stats["general_lm_sentences"] = self._ranker(d)
         counts = run_pipeline(
             lambda p: build_bitext_filter(p, cfg.bitext, cfg.bitext_filter, cfg.tgt_lang,
-                                          centroid.centroid, str(d), ranker),
+                                          centroid.centroid, self.st.sink(d), ranker),
             pipeline_options(cfg.beam, self.beam_args))
+        self.st.pull(d)
         stats.update(check_accounting("bitext", counts))
         # ranked as the filter ranked them: (distance, id, source) is a total order
         kept = sorted(read_jsonl_shards(d, "kept"),
@@ -376,8 +377,9 @@ class LmRun:
         t = threshold if row.lm_filter else None
         lm_path = str(self.out / "seed_lm" / "seed.binary")
         counts = run_pipeline(
-            lambda p: build_translation_filter(p, nbest, lm_path, w, t, str(rd)),
+            lambda p: build_translation_filter(p, nbest, lm_path, w, t, self.st.sink(rd)),
             pipeline_options(self.cfg.beam, self.beam_args))
+        self.st.pull(rd)
         metrics[f"{name}.translations"] = check_accounting("translations", counts)
         decided = sorted(read_jsonl_shards(rd, "kept") + read_jsonl_shards(rd, "dropped"),
                          key=lambda r: r["id"])
@@ -566,8 +568,9 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
     metrics["lm_filter.threshold"] = st.records["tune"]["stats"]["lm_filter_threshold"]
     metrics["lm_filter.percentile"] = st.records["tune"]["stats"]["lm_filter_percentile"]
     metrics["seconds"] = {name: rec["seconds"] for name, rec in st.records.items()}
-    write_json(Path(cfg.output_dir) / "metrics.json", metrics)
-    write_json(Path(cfg.output_dir) / "summary.json", st.records)
+    for name, obj in (("metrics.json", metrics), ("summary.json", st.records)):
+        write_json(st.root / name, obj)
+        publish(cfg.output_dir, st.root / name)
     st.release()
     return metrics
 

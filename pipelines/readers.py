@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from winnow.pipelines import fileio
 from winnow.pipelines.records import BitextPair, Rejected, Utterance, pair_from_dict
@@ -174,11 +174,34 @@ LINE_PARSERS: dict[str, Callable[..., Utterance | BitextPair]] = {
 _HEADER_FORMATS = {"hwu64", "snips_mt"}  # first line is a header
 
 
-def read_lines(path: str, fmt: str, **opts: Any) -> Iterator[Record]:
-    """Records of a line-oriented file; undecodable or malformed lines become Rejected."""
+def lines_in(f: BinaryIO, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    """The raw lines of an open file whose first byte lies in [start, end): a line that
+    begins before ``start`` belongs to the range before, one that begins before ``end``
+    is read whole, so ranges that tile a file give every line exactly once."""
+    if start:
+        f.seek(start - 1)
+        f.readline()  # ends the line that began before start (or just its newline)
+    while end is None or f.tell() < end:
+        raw = f.readline()
+        if not raw:
+            return
+        yield raw
+
+
+def count_lines(path: str, start: int, end: int) -> int:
+    """How many lines begin in [start, end) of a file (local or in a bucket)."""
+    with fileio.open_read(path) as f:
+        return sum(1 for _ in lines_in(f, start, end))
+
+
+def read_lines(path: str, fmt: str, start: int = 0, end: int | None = None, first_line: int = 1,
+               **opts: Any) -> Iterator[Record]:
+    """Records of a line-oriented file, or of the lines that begin in [start, end) of it
+    (numbered from ``first_line``, the file's line number of the range's first line);
+    undecodable or malformed lines become Rejected."""
     parser = LINE_PARSERS[fmt]
     with fileio.open_read(path) as f:
-        for lineno, raw in enumerate(f, start=1):
+        for lineno, raw in enumerate(lines_in(f, start, end), start=first_line):
             if lineno == 1 and fmt in _HEADER_FORMATS:
                 continue
             try:
@@ -226,6 +249,8 @@ def read_snips(path: str, locale: str = "en-US", **_: Any) -> Iterator[Record]:
 
 
 def read_file(path: str, fmt: str, **opts: Any) -> Iterator[Record]:
+    """Every record of a file; ``start``, ``end`` and ``first_line`` (line formats only)
+    read one byte range of it, as ``read_lines``."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown input format '{fmt}' (one of {', '.join(FORMATS)})")
     if fmt == "snips":

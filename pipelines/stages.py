@@ -7,6 +7,15 @@ key; ``force`` redoes it.  The workflows build each key from the config sections
 stage reads, the keys of the stages it reads from, the code version (``code_version``) and
 the content of its input files (``Fingerprints``), so a changed file or a new release
 re-runs exactly the stages that depend on it.  ``_LOCK.json`` holds the folder for one run.
+
+An ``output_dir`` on object storage (``gs://``, ``s3://``: anywhere Beam's FileSystems
+writes) is the run's truth; the stages work in a local mirror of it (``local_root``),
+where fairseq, lmplz and the rest find real files.  Beam stages write their shards
+straight to the bucket (``StageRunner.sink``) and the driver pulls them into the mirror.
+Where rename is a copy, completion is the order of writes: the stage's old objects go
+first (its marker before the rest), then its new files, then ``_DONE.json`` last.  A stage
+whose marker is missing in the bucket is redone; one whose marker holds the key is taken
+from the mirror, or downloaded when the mirror lacks it (a new machine resumes the run).
 """
 from __future__ import annotations
 
@@ -30,6 +39,31 @@ DONE = "_DONE.json"
 LOCK = "_LOCK.json"
 FINGERPRINTS = "_fingerprints.json"
 HASH_CHUNK = 1 << 22
+SCRATCH_ENV = "WINNOW_SCRATCH"
+
+
+def local_root(output_dir: str | Path) -> Path:
+    """Where a run's stages work: ``output_dir`` itself, or for a bucket its local mirror
+    under ``$WINNOW_SCRATCH`` (default: the system temp folder), one folder per bucket path."""
+    out = str(output_dir)
+    if fileio.is_local(out):
+        return Path(out)
+    import tempfile
+
+    scheme, rest = out.split("://", 1)
+    base = Path(os.environ.get(SCRATCH_ENV) or Path(tempfile.gettempdir()) / "winnow-scratch")
+    return base / scheme / rest.strip("/")
+
+
+def publish(output_dir: str | Path, local: Path) -> str:
+    """Copy a run-level file (metrics, summary, report) from the mirror to a bucket
+    ``output_dir``; returns where it is.  Local runs have it in place already."""
+    out = str(output_dir)
+    if fileio.is_local(out):
+        return str(local)
+    dest = fileio.join(out, local.relative_to(local_root(out)).as_posix())
+    fileio.write_bytes(dest, local.read_bytes())
+    return dest
 
 
 def package_version() -> str:
@@ -163,7 +197,8 @@ class Stage:
 
 class StageRunner:
     def __init__(self, output_dir: str | Path, force: set[str] | None = None, quiet: bool = False):
-        self.root = Path(output_dir)
+        self.remote = None if fileio.is_local(str(output_dir)) else str(output_dir).rstrip("/")
+        self.root = local_root(output_dir)
         self.force = force or set()
         self.quiet = quiet
         self.records: dict[str, dict[str, Any]] = {}
@@ -171,6 +206,8 @@ class StageRunner:
             self.root.mkdir(parents=True, exist_ok=True)
             self._lock()
         self.fingerprints = Fingerprints(self.root / FINGERPRINTS)
+        if self.remote:  # fail now, naming the bucket, rather than after the first stage
+            fileio.write_bytes(fileio.join(self.remote, "_WRITABLE"), b"winnow\n")
 
     def _lock(self) -> None:
         """Hold the output folder for this run: a second run on it stops at once, naming
@@ -222,10 +259,10 @@ class StageRunner:
         ``inputs`` ({file: digest}, already part of the key) is recorded, so that a rerun
         can say which input file changed."""
         final = self.root / name
-        marker = final / DONE
-        if marker.exists() and name not in self.force and "all" not in self.force:
-            rec = json.loads(marker.read_text())
+        rec = self._record(name)
+        if rec is not None and name not in self.force and "all" not in self.force:
             if rec.get("key") == key:
+                self._mirror(name, key)
                 self.log(f"{name}: done earlier (skipped; --force {name} redoes it)")
                 self.records[name] = rec
                 return final
@@ -237,16 +274,61 @@ class StageRunner:
         with _writes_to(tmp, f"stage {name}"):
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
+            if self.remote:  # the old marker first: from here the stage reads as not done
+                fileio.delete_tree(fileio.join(self.remote, name), first=DONE)
             stats = fn(tmp) or {}
             rec = {"stage": name, "key": key, "seconds": round(time.time() - start, 2),
                    "stats": stats, "inputs": inputs or {}}
+            if self.remote:
+                rec["empty_files"] = fileio.empty_files(tmp)
             (tmp / DONE).write_text(json.dumps(rec, indent=1, sort_keys=True, default=str))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
+            if self.remote:
+                fileio.upload_tree(final, fileio.join(self.remote, name), last=DONE)
         self.records[name] = rec
         self.log(f"{name}: done in {rec['seconds']}s {_brief(stats)}")
         return final
+
+    def _record(self, name: str) -> dict[str, Any] | None:
+        """The stage's completion record: the bucket's for a remote run (the mirror may be
+        stale or gone), else the folder's; None where the stage never completed."""
+        path = fileio.join(self.remote, name, DONE) if self.remote else str(self.root / name / DONE)
+        if not fileio.exists(path):
+            return None
+        return json.loads(fileio.read_bytes(path))
+
+    def _mirror(self, name: str, key: str) -> None:
+        """Give the mirror a completed remote stage it lacks (or holds under another key)."""
+        if not self.remote:
+            return
+        marker = self.root / name / DONE
+        if marker.exists() and json.loads(marker.read_text()).get("key") == key:
+            return
+        tmp = self.root / f"{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        n = fileio.download_tree(fileio.join(self.remote, name), tmp)
+        for rel in json.loads((tmp / DONE).read_text()).get("empty_files", []):
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).touch()
+        shutil.rmtree(self.root / name, ignore_errors=True)
+        os.replace(tmp, self.root / name)
+        self.log(f"{name}: {n} files fetched from {self.remote}")
+
+    def sink(self, d: Path) -> str:
+        """Where a Beam stage writes the shards of ``d`` (its folder or one inside it):
+        ``d`` itself, or for a bucket run the same place in the bucket, so that workers
+        never write the driver's disk; ``pull`` then brings the shards into the mirror."""
+        if not self.remote:
+            return str(d)
+        stage, *rest = d.relative_to(self.root).parts
+        return fileio.join(self.remote, stage.removesuffix(".tmp"), *rest)
+
+    def pull(self, d: Path) -> None:
+        """Copy what a Beam stage wrote to ``sink(d)`` into ``d`` (bucket runs only)."""
+        if self.remote:
+            fileio.download_tree(self.sink(d), d)
 
     def run_all(self, stages: list[Stage], workers: int = 1) -> None:
         """Run ``stages`` in dependency order.  Up to ``workers`` stages marked concurrent run

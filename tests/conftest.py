@@ -11,6 +11,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+BUCKET = "winnow-test"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -55,16 +56,44 @@ def reference_run(demo_data, tmp_path_factory):
 
 
 
-def lm_cmd(data: Path, out: Path, *extra: str) -> list[str]:
-    """The demo LM config on the generated data, with a small NMT budget for tests."""
+def lm_cmd(data: Path | str, out: Path | str, *extra: str) -> list[str]:
+    """The demo LM config on the generated data (a folder, or a gs:// or s3:// prefix), with
+    a small NMT budget for tests."""
     cfg = REPO / "configs" / "demo-lm.yaml"
+    at = lambda name: f"{str(data).rstrip('/')}/{name}"  # noqa: E731
     sets = [f"output_dir={out}",
-            f"target_seed={{path: {data / 'de_seed.jsonl'}, format: massive}}",
-            f"source_in_domain={{path: {data / 'en_source.jsonl'}, format: massive}}",
-            f"bitext={{path: {data / 'bitext.tsv'}, format: bitext}}",
-            f"eval.test_path={data / 'de_test.jsonl'}",
+            f"target_seed={{path: '{at('de_seed.jsonl')}', format: massive}}",
+            f"source_in_domain={{path: '{at('en_source.jsonl')}', format: massive}}",
+            f"bitext={{path: '{at('bitext.tsv')}', format: bitext}}",
+            f"eval.test_path={at('de_test.jsonl')}",
             "nmt.max_updates=60", "nmt.finetune_updates=20", "self_training.subset=40", *extra]
     args = [sys.executable, "-m", "winnow.pipelines.cli", "run", str(cfg), "--quiet"]
     for s in sets:
         args += ["--set", s]
     return args + ["--direct_num_workers=1"]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """moto's S3 server (bucket ``BUCKET``); yields the Beam options that point at it."""
+    from winnow.pipelines.emulators import s3_emulator
+    with s3_emulator(BUCKET, tmp_path_factory.mktemp("moto")) as beam_args:
+        yield beam_args
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+    """gcp-storage-emulator in memory (bucket ``BUCKET``); yields the environment that
+    points clients at it."""
+    from winnow.pipelines.emulators import gcs_emulator
+    with gcs_emulator(BUCKET, tmp_path_factory.mktemp("gcs")) as env:
+        yield env
+
+
+def upload(local: Path, prefix: str, beam_args: list[str]) -> None:
+    """Copy a folder's files under a bucket prefix."""
+    from winnow.pipelines import fileio
+    fileio.configure(beam_args)
+    for f in sorted(local.iterdir()):
+        if f.is_file():
+            fileio.write_bytes(f"{prefix}/{f.name}", f.read_bytes())

@@ -16,11 +16,13 @@ def test_quick_bench_runs_every_row(tmp_path, monkeypatch, capsys):
     stages = [r["stage"] for r in rows]
     for part in ("n-gram relevance + top-k (Beam, 1 worker)", "(Beam, 2 workers)", "pool scoring memory",
                  "MiniLM fp32", "MiniLM int8", "KenLM", "diversity selector",
-                 "bitext filter cascade"):
+                 "bitext filter cascade", "pool scoring on S3"):
         assert any(part in s for s in stages), part
     for r in rows:
         assert r["items"] > 0 and r["items_per_s"] > 0 and math.isfinite(r["ratio"]) and r["target"]
         assert r["peak_rss_mib"] > 0
     int8 = next(r for r in rows if "int8" in r["stage"])
     assert "cosine to fp32" in int8["note"]
+    store = next(r for r in rows if "S3" in r["stage"])
+    assert "objects written" in store["note"] and not store["note"].startswith("0 objects")
     assert "diversity selector" in capsys.readouterr().out  # the printed table

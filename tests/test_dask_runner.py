@@ -9,6 +9,7 @@ import math
 
 import pytest
 
+from conftest import BUCKET, REPO
 from winnow.pipelines import dask_cluster
 from winnow.pipelines.beam_io import check_accounting, pipeline_options, read_jsonl_shards, run_pipeline
 from winnow.pipelines.config import BeamSettings, BitextFilterSettings, InputFile
@@ -87,6 +88,37 @@ def test_pool_scoring_same_on_dask(tmp_path, dask_address):
                                         {"Seed text here"}, d, top_k=2, threshold=None),
         "pool", tmp_path, dask_address)
     _assert_same(results, {"read": 12, "kept": 4, "dropped": 7, "rejected": 1})
+
+
+def test_pool_scoring_same_on_dask_in_a_bucket(tmp_path, dask_address, s3):
+    """Pool and shards in S3 (moto): the Dask workers read and write the bucket, not the
+    driver's disk, and give the direct runner's records."""
+    from winnow.pipelines import fileio
+    from winnow.pipelines.pool_scoring import build_pool_scoring
+    from winnow.selectors.ngram_relevance import NgramRelevanceModel
+
+    models = [NgramRelevanceModel.fit(["set an alarm for six", "wake me up at seven"],
+                                      ["play some jazz", "what is the weather"], label="alarm_set")]
+    lines = [json.dumps({"id": f"u{i}", "text": t}) for i, t in enumerate(
+        ["set an alarm for seven", "alarm at six please", "play some rock", "order a burger",
+         "wake me at nine", "what is the weather like"])]
+    fileio.configure(s3)
+    pool = f"s3://{BUCKET}/dask/pool.jsonl"
+    fileio.write_bytes(pool, ("\n".join(lines[:3] + ["{broken"] + lines[3:]) + "\n").encode())
+    out = {}
+    for name, (runner, extra) in (("direct", RUNNERS["direct"]), ("dask", RUNNERS["dask"])):
+        if runner == "DaskRunner":
+            extra = [*extra, f"--dask_client_address={dask_address}"]
+        d = f"s3://{BUCKET}/dask/{name}"
+        counts = run_pipeline(
+            lambda p, d=d: build_pool_scoring(p, [InputFile(path=pool, format="jsonl")], models,
+                                              set(), d, top_k=2, threshold=None),
+            pipeline_options(BeamSettings(runner=runner), [*extra, *s3]))
+        out[name] = (check_accounting("pool", counts),
+                     {o: _canonical(read_jsonl_shards(d, o)) for o in OUTPUTS})
+    assert out["direct"][0] == {"read": 7, "kept": 2, "dropped": 4, "rejected": 1}
+    assert out["dask"] == out["direct"]
+    assert not list(tmp_path.iterdir()) and not list(REPO.glob("s3:*"))
 
 
 def test_bitext_filter_same_on_dask(tmp_path, dask_address):

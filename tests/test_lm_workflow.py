@@ -1,11 +1,12 @@
 """The whole LM-bootstrapping chain on the demo data: real e5 filter, fairseq, KenLM; the
 outputs exist, every filter accounts for its records, and a second run is byte-identical."""
 import json
+import os
 import subprocess
 
 import pytest
 
-from conftest import REPO, lm_cmd
+from conftest import BUCKET, REPO, lm_cmd, upload
 
 LM_OUTPUTS = ("final_lm/lm.txt", "final_lm/lm.arpa", "bitext/filtered.jsonl",
               "final_lm/translations.jsonl")
@@ -72,6 +73,28 @@ def test_lm_chain_is_deterministic(lm_run, demo_data, tmp_path):
                    capture_output=True)
     for rel in LM_OUTPUTS:
         assert (out / rel).read_bytes() == (lm_run / rel).read_bytes(), rel
+
+
+@pytest.mark.slow
+def test_lm_chain_runs_with_inputs_and_outputs_in_a_bucket(lm_run, demo_data, s3, tmp_path):
+    """Every input and the output_dir in S3 (moto): the Beam stages write their shards to
+    the bucket, fairseq and lmplz work in the local mirror and their outputs are uploaded;
+    the final LM and the translations are the local run's bytes."""
+    from winnow.pipelines import fileio
+    data, run = f"s3://{BUCKET}/lm-data", f"s3://{BUCKET}/runs/lm"
+    upload(demo_data, data, s3)
+    env = {**os.environ, "WINNOW_SCRATCH": str(tmp_path / "scratch")}
+    r = subprocess.run(lm_cmd(data, run) + s3, cwd=REPO, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for rel in ("final_lm/lm.txt", "final_lm/lm.arpa", "final_lm/translations.jsonl"):
+        assert fileio.read_bytes(f"{run}/{rel}") == (lm_run / rel).read_bytes(), rel
+    names = fileio.list_tree(run)
+    assert {"final_lm/lm.binary", "bitext/kept-00000-of-00001.jsonl", "metrics.json",
+            "final_lm/_DONE.json", "nmt_filtered/checkpoints/checkpoint_best.pt"} <= set(names)
+    kept = [json.loads(x) for x in fileio.read_bytes(f"{run}/bitext/filtered.jsonl").splitlines()]
+    local = [json.loads(x) for x in (lm_run / "bitext" / "filtered.jsonl").open()]
+    assert [r["source"] for r in kept] == [f"{data}/{r['source'].rsplit('/', 1)[-1]}" for r in local]
+    assert [r["tgt"] for r in kept] == [r["tgt"] for r in local]
 
 
 def test_rows_and_translator_chains(demo_data, tmp_path):

@@ -1,7 +1,9 @@
-"""Inputs on object storage: the intent demo reads its data from s3:// (moto's server) and
-gs:// (gcp-storage-emulator), both started on 127.0.0.1 by pid; the config validator
-matches remote paths and names a missing bucket or object; the corpus equals the local
-run's record for record (only the folder part of each source differs)."""
+"""Object storage: the intent demo reads its data from s3:// (moto's server) and gs://
+(gcp-storage-emulator), both started on 127.0.0.1 by pid, and writes its whole run to the
+bucket; the config validator matches remote paths and names a missing bucket or object;
+a run resumes from the bucket alone (an empty local mirror) and after a SIGKILL; the
+corpus equals the local run's record for record (only the folder part of each source
+differs)."""
 from __future__ import annotations
 
 import json
@@ -15,84 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, intent_cmd
-from winnow.pipelines.dask_cluster import free_port
-
-BUCKET = "winnow-test"
-S3_OPTS = ["--s3_access_key_id=x", "--s3_secret_access_key=y", "--s3_region_name=us-east-1"]
-
-
-def _start(cmd: list[str], port: int, log: Path, env: dict | None = None) -> subprocess.Popen:
-    import socket
-
-    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    _stop(proc)
-    raise RuntimeError(f"{cmd[0]} did not start: {log.read_text()[-2000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=20)
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """moto's S3 server; yields the Beam options that point at it."""
-    import boto3
-
-    port = free_port()
-    proc = _start([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p",
-                   str(port)], port, tmp_path_factory.mktemp("moto") / "moto.log")
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="y",
-                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    yield [f"--s3_endpoint_url={endpoint}", *S3_OPTS]
-    _stop(proc)
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    """gcp-storage-emulator, in memory; yields the environment that points clients at it."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-
-    port = free_port()
-    env = {**os.environ, "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "NO_GCE_CHECK": "true"}
-    proc = _start([str(Path(sys.executable).parent / "gcp-storage-emulator"), "start",
-                   "--host=127.0.0.1", f"--port={port}", "--in-memory"], port,
-                  tmp_path_factory.mktemp("gcs") / "gcs.log", env)
-    old = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "NO_GCE_CHECK")}
-    os.environ.update({k: env[k] for k in old})
-    storage.Client(project="test", credentials=AnonymousCredentials()).create_bucket(BUCKET)
-    yield env
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    _stop(proc)
-
-
-def _upload(local: Path, prefix: str, beam_args: list[str]) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
-    from winnow.pipelines import fileio
-    fileio.configure(beam_args)
-    for f in sorted(local.iterdir()):
-        with FileSystems.create(f"{prefix}/{f.name}") as out:
-            out.write(f.read_bytes())
+from conftest import BUCKET, REPO, intent_cmd, upload
 
 
 def _corpus(run: Path) -> list[dict]:
@@ -107,7 +32,7 @@ def test_intent_demo_reads_its_inputs_from_a_bucket(store, request, demo_data, r
     beam_args = request.getfixturevalue("s3") if store == "s3" else []
     env = request.getfixturevalue("gcs") if store == "gs" else None
     prefix = f"{store}://{BUCKET}/demo-data"
-    _upload(demo_data, prefix, beam_args)
+    upload(demo_data, prefix, beam_args)
     cmd = intent_cmd(prefix, tmp_path / "run")
     r = subprocess.run(cmd + beam_args, cwd=REPO, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -134,11 +59,94 @@ def test_dataflow_config_validates_with_its_data_in_a_gs_bucket(gcs, tmp_path):
     for name in ("massive/data/en-US.jsonl", "slurp/dataset/lm/lm.txt",
                  "hwu64_nlu_evaluation_data/KFold_1/testset/csv/alarm.csv"):
         bucket.blob(f"datasets/{name}").upload_from_string("stand-in\n")
-    env = {**gcs, "WINNOW_DATA": f"gs://{BUCKET}/datasets"}
+    env = {**gcs, "WINNOW_DATA": f"gs://{BUCKET}/datasets", "WINNOW_RUNS": f"gs://{BUCKET}/runs"}
     cmd = [sys.executable, "-m", "winnow.pipelines.cli", "validate",
            str(REPO / "configs" / "dataflow-massive-intent.yaml")]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert f"output_dir=gs://{BUCKET}/runs/massive-intent-dataflow" in r.stdout
     bucket.blob("datasets/slurp/dataset/lm/lm.txt").delete()
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "pool.1.path: file not found: gs://" in r.stderr
+
+
+def _bucket_corpus(run: str, beam_args: list[str]) -> list[dict]:
+    from winnow.pipelines import fileio
+    fileio.configure(beam_args)
+    text = fileio.read_bytes(f"{run}/corpus/corpus.jsonl").decode()
+    rows = [json.loads(x) for x in text.splitlines()]
+    for r in rows:
+        r["source"] = r["source"].rsplit("/", 1)[-1]
+    return rows
+
+
+def _store(store: str, request) -> tuple[list[str], dict]:
+    """Beam options and environment that reach the store's emulator."""
+    if store == "s3":
+        return request.getfixturevalue("s3"), dict(os.environ)
+    return [], request.getfixturevalue("gcs")
+
+
+@pytest.mark.parametrize("store", ["s3", "gs"])
+def test_intent_demo_runs_in_a_bucket_and_resumes_from_it(store, request, demo_data, reference_run,
+                                                          tmp_path):
+    """output_dir in the bucket: the Beam stage writes its shards there, every stage's files
+    and then its marker are uploaded, and a second machine (an empty local mirror) resumes
+    the run from the bucket alone, running nothing again."""
+    from winnow.pipelines import fileio
+    beam_args, env = _store(store, request)
+    data, run = f"{store}://{BUCKET}/demo-data", f"{store}://{BUCKET}/runs/whole"
+    upload(demo_data, data, beam_args)
+    env = {**env, "WINNOW_SCRATCH": str(tmp_path / "scratch")}
+    cmd = [a for a in intent_cmd(data, run) if a != "--quiet"] + beam_args
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _bucket_corpus(run, beam_args) == _corpus(reference_run)
+    names = fileio.list_tree(run)
+    stages = [s for s in json.loads(fileio.read_bytes(f"{run}/summary.json"))]
+    assert len(stages) >= 8 and all(f"{s}/_DONE.json" in names for s in stages)
+    assert {"metrics.json", "report.html", "pool/kept-00000-of-00001.jsonl"} <= set(names)
+    assert not list(REPO.glob(f"{store}:*")), "a bucket path was written as a local folder"
+    shutil.rmtree(tmp_path / "scratch")
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert ": running" not in r.stderr and r.stderr.count("done earlier") == len(stages)
+    assert "files fetched from" in r.stderr
+    assert _bucket_corpus(run, beam_args) == _corpus(reference_run)
+
+
+def test_sigkill_mid_stage_then_resume_on_a_bucket(s3, demo_data, reference_run, tmp_path):
+    """Killed while self_training runs: the bucket has pool's marker and not
+    self_training's; a rerun from an empty mirror fetches what was done, redoes the rest,
+    and gives the uninterrupted run's corpus."""
+    from winnow.pipelines import fileio
+    data, run = f"s3://{BUCKET}/demo-data", f"s3://{BUCKET}/runs/killed"
+    upload(demo_data, data, s3)
+    scratch = tmp_path / "scratch"
+    env = {**os.environ, "WINNOW_SCRATCH": str(scratch)}
+    cmd = intent_cmd(data, run) + s3
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=env)
+    mirror = scratch / "s3" / BUCKET / "runs" / "killed"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (mirror / "self_training.tmp").exists():
+        time.sleep(0.05)
+    assert (mirror / "self_training.tmp").exists(), "the run never reached self_training"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert fileio.exists(f"{run}/pool/_DONE.json")
+    assert not fileio.exists(f"{run}/self_training/_DONE.json")
+    shutil.rmtree(scratch)
+    r = subprocess.run([a for a in cmd if a != "--quiet"], cwd=REPO, capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "pool: done earlier" in r.stderr and "self_training: running" in r.stderr
+    assert _bucket_corpus(run, s3) == _corpus(reference_run)
+
+
+def test_an_output_dir_in_a_missing_bucket_is_one_message(s3, demo_data, tmp_path):
+    bad = "s3://no-such-bucket-winnow/run"
+    r = subprocess.run(intent_cmd(demo_data, bad) + s3, cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, "WINNOW_SCRATCH": str(tmp_path)})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "no-such-bucket-winnow" in r.stderr and "cannot write" in r.stderr

@@ -90,3 +90,33 @@ def test_hwu64_snips_text_and_snips_mt(tmp_path):
                   "1\tमौसम कैसा है\tx\tx\tO O O\tGetWeather\n3\tragged\n")
     good, bad = split_records(read_file(str(mt), "snips_mt", locale="hi-IN"))
     assert good[0].text == "मौसम कैसा है" and good[0].intent == "GetWeather" and len(bad) == 1
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "text"])
+def test_a_file_read_in_byte_ranges_gives_the_whole_file_records(tmp_path, fmt):
+    """Ranges of a few bytes cut through multi-byte characters, CRLF endings, blank, broken
+    and undecodable lines: every range's records and dead letters together are the whole
+    file's, with the same line numbers."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from winnow.pipelines.beam_io import ReadRecords, byte_ranges
+    from winnow.pipelines.config import InputFile
+    from winnow.pipelines.records import to_json
+
+    texts = ["weck mich um sieben", "wie wird das wetter in köln", "spiel musik von größe",
+             "", "{broken", "turn the lights blue", "日本語のテキスト"]
+    lines = [(json.dumps({"id": f"u{i}", "text": t}, ensure_ascii=False) if fmt == "jsonl"
+              and t and t != "{broken" else t).encode() for i, t in enumerate(texts)]
+    lines.insert(3, b"\xff\xfe bad bytes")
+    path = tmp_path / "pool.txt"
+    path.write_bytes(b"\n".join(lines[:4]) + b"\r\n" + b"\n".join(lines[4:]) + b"\n")
+    whole = sorted(to_json(r) for r in read_file(str(path), fmt))
+    assert any('"line": 4' in r or ":4" in r for r in whole)
+    for split in (5, 23, 64, 1 << 20):
+        assert len(byte_ranges(str(path), split)) == -(-path.stat().st_size // split)
+        with TestPipeline() as p:
+            out = p | ReadRecords("t", [InputFile(path=str(path), format=fmt)], split_bytes=split)
+            both = (out["records"], out["rejected"]) | beam.Flatten() | beam.Map(to_json)
+            assert_that(both, equal_to(whole))

@@ -81,6 +81,7 @@ def _run(module: str, args: list[str], log_path: Path, total: int | None = None,
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
+            log.flush()  # the log follows the work (tail -f), not 8 KiB behind it
             lines.append(line)
             m = counter.search(line)
             if m and total:
