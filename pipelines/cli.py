@@ -25,6 +25,8 @@ from winnow.pipelines import fileio
 from winnow.pipelines.config import ConfigError, IntentConfig, load_config
 from winnow.pipelines.stages import OutputNotWritable, RunLocked, local_root, publish
 
+REPORT_SKIPS = ("checkpoints", "data-bin", "encoder")  # models: large, and no report reads them
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="winnow", description=__doc__,
@@ -189,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "report":
             from winnow.pipelines.report import build_report
-            print(build_report(local_root(args.run_dir)))
+            root = local_root(args.run_dir)
+            if not fileio.is_local(args.run_dir) and not (root / "summary.json").exists():
+                # a run in a bucket, reported on another machine: what the report reads
+                fileio.download_tree(args.run_dir, root, skip=REPORT_SKIPS)
+            print(publish(args.run_dir, build_report(root)))
             return 0
         if args.command == "compare":
             from winnow.pipelines.compare import compare_table

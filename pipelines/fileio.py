@@ -158,9 +158,10 @@ def upload_tree(local: Path, prefix: str, last: str | None = None) -> int:
     return sent
 
 
-def download_tree(prefix: str, local: Path) -> int:
-    """Copy every object under a bucket prefix into a local folder; returns the count."""
-    names = list_tree(prefix)
+def download_tree(prefix: str, local: Path, skip: tuple[str, ...] = ()) -> int:
+    """Copy every object under a bucket prefix into a local folder, but those with a path
+    part in ``skip``; returns the count."""
+    names = [n for n in list_tree(prefix) if not set(n.split("/")) & set(skip)]
     for name in sorted(names):
         dest = local / name
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -113,6 +113,12 @@ def test_intent_demo_runs_in_a_bucket_and_resumes_from_it(store, request, demo_d
     assert ": running" not in r.stderr and r.stderr.count("done earlier") == len(stages)
     assert "files fetched from" in r.stderr
     assert _bucket_corpus(run, beam_args) == _corpus(reference_run)
+    # the report of a bucket run, from a machine without its mirror
+    shutil.rmtree(tmp_path / "scratch")
+    r = subprocess.run([sys.executable, "-m", "winnow.pipelines.cli", "report", run, *beam_args],
+                       cwd=REPO, capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == f"{run}/report.html", r.stderr[-2000:]
+    assert b"<h1>winnow run report" in fileio.read_bytes(f"{run}/report.html")
 
 
 def test_sigkill_mid_stage_then_resume_on_a_bucket(s3, demo_data, reference_run, tmp_path):
