@@ -41,10 +41,10 @@ class Counters:
 SPLIT_BYTES = 64 << 20  # a line-format file larger than this is read by byte ranges
 
 
-def byte_ranges(path: str, split_bytes: int) -> list[tuple[str, int, int]]:
-    """[start, end) ranges of ``split_bytes`` tiling a file (one for an empty file)."""
-    total = fileio.size(path)
-    return [(path, s, min(s + split_bytes, total)) for s in range(0, total, split_bytes)] or \
+def byte_ranges(path: str, size: int, split_bytes: int) -> list[tuple[str, int, int]]:
+    """[start, end) ranges of ``split_bytes`` tiling a file of ``size`` bytes (one for an
+    empty file)."""
+    return [(path, s, min(s + split_bytes, size)) for s in range(0, size, split_bytes)] or \
         [(path, 0, 0)]
 
 
@@ -115,10 +115,11 @@ class ReadRecords(beam.PTransform):
     def expand(self, pbegin):
         outputs = []
         for i, inp in enumerate(self.inputs):
-            paths = fileio.expand(inp.path)
-            whole = inp.format == "snips" or inp.limit is not None or not all(map(fileio.exists, paths))
+            found = fileio.match_sizes(inp.path)  # one listing gives the paths and sizes
+            paths = sorted(found) or [inp.path]  # a missing file: its reader says so
+            whole = inp.format == "snips" or inp.limit is not None or not found
             units = ([(p, 0, None) for p in paths] if whole else
-                     [r for p in paths for r in byte_ranges(p, self.split_bytes)])
+                     [r for p in paths for r in byte_ranges(p, found[p], self.split_bytes)])
             last = {p: max(r[1] for r in units if r[0] == p) for p in paths}
             ranges = pbegin | f"Files{i}" >> beam.Create(units)
             firsts = (ranges

@@ -173,7 +173,8 @@ def run_score_file(pool: str, models_path: str, workers: int) -> dict[str, Any]:
         f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     def go():
         p = beam.Pipeline(options=pipeline_options(BeamSettings(), extra))
-        (p | "Splits" >> beam.Create(byte_ranges(pool, SPLIT_BYTES)) | "Spread" >> beam.Reshuffle()
+        ranges = byte_ranges(pool, os.path.getsize(pool), SPLIT_BYTES)
+        (p | "Splits" >> beam.Create(ranges) | "Spread" >> beam.Reshuffle()
          | "Lines" >> beam.FlatMap(read_line_batches)
          | "Score" >> beam.ParDo(ScoreTopK(models, TOP_K))
          | "TopK" >> beam.combiners.Top.LargestPerKey(TOP_K)
@@ -313,7 +314,8 @@ def bench_kenlm(n: int, work: Path) -> list[dict[str, Any]]:
 
     def go():
         p = beam.Pipeline(options=pipeline_options(BeamSettings(), ["--direct_num_workers=1"]))
-        (p | beam.Create(byte_ranges(str(pool), SPLIT_BYTES)) | beam.FlatMap(read_line_batches)
+        ranges = byte_ranges(str(pool), pool.stat().st_size, SPLIT_BYTES)
+        (p | beam.Create(ranges) | beam.FlatMap(read_line_batches)
          | beam.ParDo(ScoreLm(str(binary), threshold)) | beam.CombineGlobally(sum))
         p.run().wait_until_finish()
     return [{"stage": "KenLM scoring + LM filter (Beam)", "items": n, "items_per_s": n / _timed(go),

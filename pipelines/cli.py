@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             root = local_root(args.run_dir)
             if not fileio.is_local(args.run_dir) and not (root / "summary.json").exists():
                 # a run in a bucket, reported on another machine: what the report reads
-                fileio.download_tree(args.run_dir, root, skip=REPORT_SKIPS)
+                if not fileio.download_tree(args.run_dir, root, skip=REPORT_SKIPS):
+                    raise FileNotFoundError(f"{args.run_dir}: no objects there -- not a winnow "
+                                            "run (check the bucket and prefix)")
             print(publish(args.run_dir, build_report(root)))
             return 0
         if args.command == "compare":

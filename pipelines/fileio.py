@@ -12,6 +12,8 @@ import glob
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,15 +37,21 @@ def is_local(path: str) -> bool:
 
 
 def match(pattern: str) -> list[str]:
-    """The files a path or glob names, sorted; [] when none.  A local pattern is expanded
-    by ``glob`` (as the shell would), a remote one by the object store's own listing."""
+    """The files a path or glob names, sorted; [] when none."""
+    return sorted(match_sizes(pattern))
+
+
+def match_sizes(pattern: str) -> dict[str, int]:
+    """{path: size in bytes} of the files a path or glob names; {} when none.  A local
+    pattern is expanded by ``glob`` (as the shell would), a remote one by the object
+    store's own listing, which carries the sizes (one request, not one per object)."""
     if is_local(pattern):
-        return sorted(glob.glob(pattern))
+        return {p: os.path.getsize(p) for p in glob.glob(pattern) if os.path.isfile(p)}
     try:
         result = FileSystems.match([pattern])[0]
     except Exception as err:  # missing bucket, no credentials, unreachable endpoint
         raise StorageError(f"{pattern}: cannot list: {_first_line(err)}") from None
-    return sorted(m.path for m in result.metadata_list)
+    return {m.path: m.size_in_bytes for m in result.metadata_list}
 
 
 def expand(pattern: str) -> list[str]:
@@ -66,15 +74,6 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def size(path: str) -> int:
-    if is_local(path):
-        return os.path.getsize(path)
-    try:
-        return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
-    except Exception as err:
-        raise StorageError(f"{path}: cannot read: {_first_line(err)}") from None
-
-
 def checksum(path: str) -> str:
     """What identifies a remote object's content without reading it (the store's ETag,
     CRC or MD5), with its size."""
@@ -92,24 +91,37 @@ def exists(path: str) -> bool:
     return os.path.exists(path) if is_local(path) else FileSystems.exists(path)
 
 
-def write_bytes(path: str, data: bytes) -> None:
-    """Write one object (or file) whole: an object appears only when complete."""
+@contextmanager
+def create(path: str) -> Iterator[BinaryIO]:
+    """A new object (or local file) to write; it appears only when closed.  A failure is
+    a ``StorageError`` naming the path (Beam's own logged traceback is silenced)."""
     if is_local(path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_bytes(data)
+        with open(path, "wb") as f:
+            yield f
         return
-    logging.disable(logging.ERROR)  # Beam logs a failed upload's traceback; ours names it
+    logging.disable(logging.ERROR)
     try:
         with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            f.write(data)
+            yield f
+    except StorageError:
+        raise
     except Exception as err:
         raise StorageError(f"{path}: cannot write: {_first_line(err)}") from None
     finally:
         logging.disable(logging.NOTSET)
 
 
+def write_bytes(path: str, data: bytes) -> None:
+    """Write one object (or file) whole."""
+    with create(path) as f:
+        f.write(data)
+
+
 def list_tree(prefix: str) -> dict[str, int]:
-    """{path relative to ``prefix``: size} of every object under a bucket prefix."""
+    """{path relative to ``prefix``: size} of every object under a bucket prefix; {} for an
+    empty prefix, and for a missing bucket too (Beam's S3 listing does not tell them
+    apart): the stage runner's write probe is what reports a missing output bucket."""
     base = prefix.rstrip("/") + "/"
     try:
         found = FileSystems.match([base + "**"])[0].metadata_list
@@ -151,8 +163,7 @@ def upload_tree(local: Path, prefix: str, last: str | None = None) -> int:
     for p in files:
         if have.get(rel(p)) == p.stat().st_size and rel(p) != last:
             continue
-        with open(p, "rb") as src, FileSystems.create(
-                join(prefix, rel(p)), compression_type=CompressionTypes.UNCOMPRESSED) as dst:
+        with open(p, "rb") as src, create(join(prefix, rel(p))) as dst:
             shutil.copyfileobj(src, dst, 1 << 22)
         sent += 1
     return sent

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,20 @@ def reference_run(demo_data, tmp_path_factory):
     return out
 
 
+
+
+def kill_when_stage_starts(cmd: list[str], work: Path, stage: str,
+                           env: dict[str, str] | None = None) -> None:
+    """Run ``cmd`` and SIGKILL it (and its children) as soon as ``stage``'s working folder
+    (``work/<stage>.tmp``) appears: a hard kill in the middle of that stage."""
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=env)
+    marker, deadline = work / f"{stage}.tmp", time.time() + 300
+    while time.time() < deadline and not marker.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert marker.exists(), f"the run never reached {stage}"
 
 
 def lm_cmd(data: Path | str, out: Path | str, *extra: str) -> list[str]:

@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import BUCKET, REPO, intent_cmd, upload
+from conftest import BUCKET, REPO, intent_cmd, kill_when_stage_starts, upload
 
 
 def _corpus(run: Path) -> list[dict]:
@@ -121,25 +119,21 @@ def test_intent_demo_runs_in_a_bucket_and_resumes_from_it(store, request, demo_d
     assert b"<h1>winnow run report" in fileio.read_bytes(f"{run}/report.html")
 
 
-def test_sigkill_mid_stage_then_resume_on_a_bucket(s3, demo_data, reference_run, tmp_path):
+@pytest.mark.parametrize("store", ["s3", "gs"])
+def test_sigkill_mid_stage_then_resume_on_a_bucket(store, request, demo_data, reference_run,
+                                                   tmp_path):
     """Killed while self_training runs: the bucket has pool's marker and not
     self_training's; a rerun from an empty mirror fetches what was done, redoes the rest,
     and gives the uninterrupted run's corpus."""
     from winnow.pipelines import fileio
-    data, run = f"s3://{BUCKET}/demo-data", f"s3://{BUCKET}/runs/killed"
-    upload(demo_data, data, s3)
+    beam_args, env = _store(store, request)
+    data, run = f"{store}://{BUCKET}/demo-data", f"{store}://{BUCKET}/runs/killed"
+    upload(demo_data, data, beam_args)
     scratch = tmp_path / "scratch"
-    env = {**os.environ, "WINNOW_SCRATCH": str(scratch)}
-    cmd = intent_cmd(data, run) + s3
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, env=env)
-    mirror = scratch / "s3" / BUCKET / "runs" / "killed"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (mirror / "self_training.tmp").exists():
-        time.sleep(0.05)
-    assert (mirror / "self_training.tmp").exists(), "the run never reached self_training"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    env = {**env, "WINNOW_SCRATCH": str(scratch)}
+    cmd = intent_cmd(data, run) + beam_args
+    kill_when_stage_starts(cmd, scratch / store / BUCKET / "runs" / "killed", "self_training", env)
+    fileio.configure(beam_args)
     assert fileio.exists(f"{run}/pool/_DONE.json")
     assert not fileio.exists(f"{run}/self_training/_DONE.json")
     shutil.rmtree(scratch)
@@ -147,7 +141,7 @@ def test_sigkill_mid_stage_then_resume_on_a_bucket(s3, demo_data, reference_run,
                        text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "pool: done earlier" in r.stderr and "self_training: running" in r.stderr
-    assert _bucket_corpus(run, s3) == _corpus(reference_run)
+    assert _bucket_corpus(run, beam_args) == _corpus(reference_run)
 
 
 def test_an_output_dir_in_a_missing_bucket_is_one_message(s3, demo_data, tmp_path):
@@ -156,3 +150,11 @@ def test_an_output_dir_in_a_missing_bucket_is_one_message(s3, demo_data, tmp_pat
                        env={**os.environ, "WINNOW_SCRATCH": str(tmp_path)})
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "no-such-bucket-winnow" in r.stderr and "cannot write" in r.stderr
+
+
+def test_a_report_on_an_empty_bucket_prefix_is_one_message(s3, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "winnow.pipelines.cli", "report",
+                        f"s3://{BUCKET}/no-run-here", *s3], cwd=REPO, capture_output=True,
+                       text=True, env={**os.environ, "WINNOW_SCRATCH": str(tmp_path)})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"s3://{BUCKET}/no-run-here: no objects there" in r.stderr

@@ -1,11 +1,7 @@
 """Runs resume after a hard kill, and the same config + seed gives byte-identical outputs."""
-import os
-import signal
 import subprocess
-import time
 
-
-from conftest import REPO, intent_cmd
+from conftest import REPO, intent_cmd, kill_when_stage_starts
 
 CORPUS = ("corpus/corpus.jsonl", "corpus/corpus.parquet", "pool/selected.jsonl",
           "diversity/diversity_order.jsonl")
@@ -29,14 +25,7 @@ def test_rerun_skips_completed_stages(demo_data, reference_run):
 
 def test_sigkill_mid_stage_then_resume_is_identical(demo_data, reference_run, tmp_path):
     out = tmp_path / "killed"
-    proc = subprocess.Popen(intent_cmd(demo_data, out), cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (out / "self_training.tmp").exists():
-        time.sleep(0.05)
-    assert (out / "self_training.tmp").exists(), "the run never reached self_training"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when_stage_starts(intent_cmd(demo_data, out), out, "self_training")
     assert not (out / "self_training" / "_DONE.json").exists()
     assert (out / "pool" / "_DONE.json").exists()
     subprocess.run(intent_cmd(demo_data, out), check=True, cwd=REPO, capture_output=True)
