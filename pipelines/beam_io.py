@@ -14,7 +14,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from winnow.pipelines import fileio
 from winnow.pipelines.config import BeamSettings, InputFile
@@ -199,10 +199,31 @@ def pipeline_options(settings: BeamSettings, extra: list[str] = ()) -> PipelineO
     return PipelineOptions(args, save_main_session=False)
 
 
+class DryRun(Exception):
+    """``--dry_run``: a Beam stage's job graph was built and checked, and nothing ran; the
+    run stops there (the stage stays unfinished)."""
+
+
 def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOptions) -> dict[str, int]:
-    """Build, run and wait; return the ``winnow`` counters as {name: value}."""
+    """Build, run and wait; return the ``winnow`` counters as {name: value}.
+
+    With ``--dry_run`` the pipeline is built and not run: the DataflowRunner translates it
+    into its job (Dataflow's overrides, environment and option checks) and returns without
+    submitting; other runners check the portable graph.  Either way ``DryRun`` says what
+    was built."""
     p = beam.Pipeline(options=options)
     build(p)
+    if options.view_as(TestOptions).dry_run:
+        if "DataflowRunner" in str(options.view_as(StandardOptions).runner):
+            job = p.run().job
+            graph, name = job.proto_pipeline, f"Dataflow job {job.proto.name}"
+        else:
+            graph, name = p.to_runner_api(), "pipeline"
+        steps = sorted(t.unique_name for t in graph.components.transforms.values()
+                       if "/" not in t.unique_name and t.subtransforms
+                       and not t.unique_name.startswith("ref_"))
+        raise DryRun(f"{name}: built, not submitted ({len(graph.components.transforms)} "
+                     f"transforms; steps {', '.join(steps)})")
     result = p.run()
     result.wait_until_finish()
     counts: dict[str, int] = {}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from winnow.pipelines import fileio
+from winnow.pipelines.beam_io import DryRun
 from winnow.pipelines.config import ConfigError, IntentConfig, load_config
 from winnow.pipelines.stages import OutputNotWritable, RunLocked, local_root, publish
 
@@ -231,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"winnow: config error: {err}", file=sys.stderr)
         return 2
+    except DryRun as done:
+        print(f"winnow: dry run: {done}", file=sys.stderr)
+        return 0
     except (FileNotFoundError, ValueError, RunLocked, OutputNotWritable) as err:
         print(f"winnow: error: {err}", file=sys.stderr)
         return 2

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from winnow.pipelines import fileio
+from winnow.pipelines.beam_io import DryRun
 
 DONE = "_DONE.json"
 LOCK = "_LOCK.json"
@@ -276,7 +277,10 @@ class StageRunner:
             tmp.mkdir(parents=True)
             if self.remote:  # the old marker first: from here the stage reads as not done
                 fileio.delete_tree(fileio.join(self.remote, name), first=DONE)
-            stats = fn(tmp) or {}
+            try:
+                stats = fn(tmp) or {}
+            except DryRun as done:
+                raise DryRun(f"stage {name}: {done}") from None
             rec = {"stage": name, "key": key, "seconds": round(time.time() - start, 2),
                    "stats": stats, "inputs": inputs or {}}
             if self.remote:

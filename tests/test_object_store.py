@@ -68,6 +68,39 @@ def test_dataflow_config_validates_with_its_data_in_a_gs_bucket(gcs, tmp_path):
     assert r.returncode == 2 and "pool.1.path: file not found: gs://" in r.stderr
 
 
+def test_dataflow_dry_run_builds_the_pool_job_from_a_gs_bucket(gcs, tmp_path):
+    """The README's Dataflow command with --dry_run: the driver-side stages run against the
+    bucket, then the DataflowRunner builds the pool-scoring job (Dataflow's overrides,
+    environment and option checks) and stops before submitting; pool stays unfinished."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    from conftest import massive_line
+
+    intents = ["alarm_set", "play_podcasts", "weather_query", "takeaway_order",
+               "iot_hue_lightchange", "music_likeness", "news_query"]
+    lines = [massive_line(i * 20 + j, intent, f"{intent.replace('_', ' ')} request number {j}")
+             for i, intent in enumerate(intents) for j in range(14)]
+    bucket = storage.Client(project="test", credentials=AnonymousCredentials()).bucket(BUCKET)
+    bucket.blob("dry/datasets/massive/data/en-US.jsonl").upload_from_string("\n".join(lines) + "\n")
+    bucket.blob("dry/datasets/slurp/dataset/lm/lm.txt").upload_from_string("wake me up at six\n")
+    bucket.blob("dry/datasets/hwu64_nlu_evaluation_data/KFold_1/testset/csv/alarm.csv") \
+        .upload_from_string("alarm;set;wake me up at [time : six];x;y;z;w\n")
+    env = {**gcs, "WINNOW_DATA": f"gs://{BUCKET}/dry/datasets",
+           "WINNOW_RUNS": f"gs://{BUCKET}/dry/runs", "WINNOW_SCRATCH": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "winnow.pipelines.cli", "run",
+                        str(REPO / "configs" / "dataflow-massive-intent.yaml"),
+                        "--project=winnow-demo-1", f"--temp_location=gs://{BUCKET}/dry/tmp",
+                        "--dry_run=True"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "winnow: dry run: stage pool: Dataflow job " in r.stderr, r.stderr[-2000:]
+    assert "built, not submitted" in r.stderr
+    assert "steps Batch, ReadPool, SplitDupes, TopK, Write, WriteRejected)" in r.stderr
+    run = "dry/runs/massive-intent-dataflow"
+    assert bucket.blob(f"{run}/relevance/_DONE.json").exists()
+    assert not bucket.blob(f"{run}/pool/_DONE.json").exists()
+
+
 def _bucket_corpus(run: str, beam_args: list[str]) -> list[dict]:
     from winnow.pipelines import fileio
     fileio.configure(beam_args)
