@@ -2,11 +2,12 @@
 outputs exist, every filter accounts for its records, and a second run is byte-identical."""
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
 
-from conftest import BUCKET, REPO, lm_cmd, upload
+from conftest import BUCKET, REPO, kill_when_stage_starts, lm_cmd, upload
 
 LM_OUTPUTS = ("final_lm/lm.txt", "final_lm/lm.arpa", "bitext/filtered.jsonl",
               "final_lm/translations.jsonl")
@@ -78,14 +79,24 @@ def test_lm_chain_is_deterministic(lm_run, demo_data, tmp_path):
 @pytest.mark.slow
 def test_lm_chain_runs_with_inputs_and_outputs_in_a_bucket(lm_run, demo_data, s3, tmp_path):
     """Every input and the output_dir in S3 (moto): the Beam stages write their shards to
-    the bucket, fairseq and lmplz work in the local mirror and their outputs are uploaded;
-    the final LM and the translations are the local run's bytes."""
+    the bucket, fairseq and lmplz work in the local mirror and their outputs are uploaded.
+    Killed as the filtered translator starts training, then resumed on a machine without
+    the mirror: the finished stages come from the bucket, the rest run, and the final LM
+    and the translations are the local run's bytes."""
     from winnow.pipelines import fileio
     data, run = f"s3://{BUCKET}/lm-data", f"s3://{BUCKET}/runs/lm"
     upload(demo_data, data, s3)
-    env = {**os.environ, "WINNOW_SCRATCH": str(tmp_path / "scratch")}
-    r = subprocess.run(lm_cmd(data, run) + s3, cwd=REPO, capture_output=True, text=True, env=env)
+    scratch = tmp_path / "scratch"
+    env = {**os.environ, "WINNOW_SCRATCH": str(scratch)}
+    cmd = lm_cmd(data, run) + s3
+    kill_when_stage_starts(cmd, scratch / "s3" / BUCKET / "runs" / "lm", "nmt_filtered", env)
+    assert fileio.exists(f"{run}/bitext/_DONE.json")
+    assert not fileio.exists(f"{run}/nmt_filtered/_DONE.json")
+    shutil.rmtree(scratch)
+    r = subprocess.run([a for a in cmd if a != "--quiet"], cwd=REPO, capture_output=True,
+                       text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "bitext: done earlier" in r.stderr and "nmt_filtered: running" in r.stderr
     for rel in ("final_lm/lm.txt", "final_lm/lm.arpa", "final_lm/translations.jsonl"):
         assert fileio.read_bytes(f"{run}/{rel}") == (lm_run / rel).read_bytes(), rel
     names = fileio.list_tree(run)
@@ -121,8 +132,6 @@ def test_rows_and_translator_chains(demo_data, tmp_path):
 def test_nmt_quality_scores_every_translator_trained(lm_run, tmp_path):
     """chrF/BLEU on the tuning split's parallel pairs for every translator of the run, rows
     or not: with references that are one translator's own top-1 output, it scores 100."""
-    import shutil
-
     from winnow.pipelines.config import load_config
     from winnow.pipelines.lm_workflow import LmRun
     from winnow.pipelines.stages import StageRunner
