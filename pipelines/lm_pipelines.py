@@ -180,9 +180,14 @@ def choose(rec: BitextPair, nbest: list[Hypothesis], lm: LanguageModel, lm_weigh
     return Decision(out, True, "", per_token, scores)
 
 
-def build_translation_filter(p: beam.Pipeline, nbest_path: str, lm_path: str,
+def build_translation_filter(p: beam.Pipeline, nbest: dict[str, str], lm_path: str,
                              lm_weight: float | None, threshold: float | None, out_dir: str) -> None:
-    (p | "ReadNbest" >> beam.io.ReadFromText(nbest_path)
-     | "Parse" >> beam.Map(json.loads)
+    """``nbest``: {translator: its n-best file}.  Several translators (an ensemble) pool
+    their decisions; each record's ``source`` names its translator, so a source sentence
+    has one decision per translator."""
+    reads = [p | f"ReadNbest{i}" >> beam.io.ReadFromText(path)
+             | f"Parse{i}" >> beam.Map(lambda line, t: {**json.loads(line), "source": t}, name)
+             for i, (name, path) in enumerate(sorted(nbest.items()))]
+    (reads | "Pool" >> beam.Flatten()
      | "Choose" >> beam.ParDo(ChooseTranslation(lm_path, lm_weight, threshold))
      | "Write" >> WriteDecisions(TRANSLATION_STAGE, out_dir))

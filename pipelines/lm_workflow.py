@@ -15,7 +15,9 @@ Ablation rows (each row: the seed LM combined with an LM of the row's text):
   seed_parallel    unfiltered NMT fine-tuned on the seed's own parallel pairs, top-1
   nbest_rescoring  unfiltered NMT, n-best rescored with the seed LM
   lm_filter        unfiltered NMT, top-1, improbable translations dropped
-  all              filtered NMT, seed-parallel fine-tune, self-training, rescored, LM-filtered
+  all              filtered NMT, seed-parallel fine-tune, self-training, rescored, LM-filtered;
+                   with ``nmt.ensemble`` K, K such translators (``<variant>_m<k>``, each its
+                   own base and seed) whose kept translations pool
 """
 from __future__ import annotations
 
@@ -54,6 +56,14 @@ class Row:
     rescore: bool = False
     lm_filter: bool = False
     target_text: bool = False  # the filtered bitext's target side instead of translations
+    members: int = 1  # independently trained copies of the variant whose translations pool
+
+    @property
+    def translators(self) -> list[str]:
+        """The variant of each member: ``v``, then ``v_m2``, ``v_m3``...  (``member``)."""
+        if self.nmt is None:
+            return []
+        return [self.nmt] + [f"{self.nmt}{MEMBER}{k}" for k in range(2, self.members + 1)]
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,7 @@ def rows_for(cfg: LmConfig) -> dict[str, Row]:
             "nbest_rescoring": Row("unfiltered", rescore=True),
             "lm_filter": Row("unfiltered", lm_filter=True),
             "all": Row("filtered_sp_st" if seed_parallel else "filtered_st", rescore=True,
-                       lm_filter=True)}
+                       lm_filter=True, members=cfg.nmt.ensemble)}
     if not seed_parallel:
         del rows["seed_parallel"]
     if not cfg.ablation:
@@ -96,11 +106,29 @@ def rows_for(cfg: LmConfig) -> dict[str, Row]:
     return rows
 
 
-def chain(variant: str) -> list[str]:
-    """The variant and every variant it is fine-tuned from, base first."""
-    out = [variant]
-    while VARIANTS[out[0]].parent is not None:
-        out.insert(0, VARIANTS[out[0]].parent)
+MEMBER = "_m"  # ``filtered_sp_m2``: member 2 of an ensemble, its own base and seed
+
+
+def member(name: str) -> tuple[str, int]:
+    """(variant, member number) of a translator's name: ``filtered_sp_m2`` -> (filtered_sp, 2)."""
+    head, sep, k = name.rpartition(MEMBER)
+    return (head, int(k)) if sep and k.isdigit() and head in VARIANTS else (name, 1)
+
+
+def variant(name: str) -> Variant:
+    """A translator's recipe; a member's parent is the same member's parent variant."""
+    v, k = member(name)
+    var = VARIANTS[v]
+    if k == 1 or var.parent is None:
+        return var
+    return Variant(var.base, f"{var.parent}{MEMBER}{k}", var.step)
+
+
+def chain(name: str) -> list[str]:
+    """The translator and every translator it is fine-tuned from, base first."""
+    out = [name]
+    while (parent := variant(out[0]).parent) is not None:
+        out.insert(0, parent)
     return out
 
 
@@ -227,14 +255,15 @@ class LmRun:
         Subword.train(text, d / "spm", vocab_size=self.cfg.nmt.vocab_size, seed=self.cfg.seed)
         return {"sentences": len(text)}
 
-    def _settings(self) -> fairseq_nmt.NmtSettings:
+    def _settings(self, name: str) -> fairseq_nmt.NmtSettings:
+        """fairseq settings; member k of an ensemble trains and decodes with seed + k - 1."""
         n = self.cfg.nmt
         return fairseq_nmt.NmtSettings(
             encoder_layers=n.encoder_layers, decoder_layers=n.decoder_layers, embed_dim=n.embed_dim,
             ffn_dim=n.ffn_dim, heads=n.heads, dropout=n.dropout, lr=n.lr,
             warmup_updates=n.warmup_updates, max_tokens=n.max_tokens, max_updates=n.max_updates,
             max_minutes=n.max_minutes, finetune_updates=n.finetune_updates, beam=n.beam,
-            nbest=n.nbest, seed=self.cfg.seed, threads=n.threads)
+            nbest=n.nbest, seed=self.cfg.seed + member(name)[1] - 1, threads=n.threads)
 
     def _parallel(self, name: str) -> list[tuple[str, str]]:
         path = self.out / "prepare" / f"{name}.jsonl"
@@ -247,16 +276,16 @@ class LmRun:
     def _checkpoint(self, variant: str) -> Path:
         return self.out / f"nmt_{variant}" / "checkpoints" / "checkpoint_best.pt"
 
-    def _translate(self, variant: str, texts: list[str], work: Path
+    def _translate(self, name: str, texts: list[str], work: Path
                    ) -> list[list[tuple[str, float, int]]]:
         sw = Subword(self.out / "subword" / "spm.model")
-        base = chain(variant)[0]
+        base = chain(name)[0]
         return fairseq_nmt.generate_nbest(self.out / f"nmt_{base}" / "data-bin",
-                                          self._checkpoint(variant), sw,
+                                          self._checkpoint(name), sw,
                                           [self._nmt_text(t) for t in texts], self.cfg.src_lang,
-                                          self.cfg.tgt_lang, self._settings(), work)
+                                          self.cfg.tgt_lang, self._settings(name), work)
 
-    def nmt(self, variant: str, d: Path) -> dict[str, Any]:
+    def nmt(self, name: str, d: Path) -> dict[str, Any]:
         """Train a base translator, or fine-tune one from its parent by one step:
         ``seed_parallel`` on the seed's own parallel pairs, ``self_train`` on the parent's
         translations of in-domain sources (plus the seed pairs where the chain has them).
@@ -265,9 +294,9 @@ class LmRun:
         parent included: a step that makes the translator worse there is not taken
         (``kept_parent``; en-de self-training raised the loss 5.60 -> 5.91 and cost 2.5 chrF
         and 2.6% perplexity)."""
-        cfg, v = self.cfg, VARIANTS[variant]
+        cfg, v = self.cfg, variant(name)
         sw = Subword(self.out / "subword" / "spm.model")
-        s = self._settings()
+        s = self._settings(name)
         src, tgt = cfg.src_lang, cfg.tgt_lang
         general = self._nmt_pairs(self._pairs(self.out / "bitext" / f"{v.base}.jsonl"))
         if v.parent is None:
@@ -275,12 +304,12 @@ class LmRun:
             fairseq_nmt.train(data, d / "checkpoints", s, d / "train.log")
             return {"pairs": len(general)}
         seed_pairs = (self._nmt_pairs(self._parallel("seed_parallel"))
-                      if "seed_parallel" in (VARIANTS[x].step for x in chain(variant)) else [])
+                      if "seed_parallel" in (variant(x).step for x in chain(name)) else [])
         stats: dict[str, Any] = {"seed_parallel_pairs": len(seed_pairs)}
         in_domain = list(seed_pairs)
         updates = cfg.seed_parallel.updates
         if v.step == "self_train":
-            rng = random.Random(cfg.seed)
+            rng = random.Random(s.seed)
             sources = self._texts("source.jsonl")
             subset = rng.sample(sources, min(cfg.self_training.subset, len(sources)))
             nbest = self._translate(v.parent, subset, d)
@@ -290,8 +319,8 @@ class LmRun:
             in_domain += synthetic
             updates = s.finetune_updates
             stats["synthetic_pairs"] = len(synthetic)
-        mixed = random.Random(cfg.seed).sample(general, min(len(in_domain), len(general)))
-        base_dir = self.out / f"nmt_{chain(variant)[0]}"
+        mixed = random.Random(s.seed).sample(general, min(len(in_domain), len(general)))
+        base_dir = self.out / f"nmt_{chain(name)[0]}"
         data = fairseq_nmt.binarize(d, sw, in_domain + mixed, self._valid(), src, tgt,
                                     dict_from=base_dir / "data-bin")
         best = fairseq_nmt.train(data, d / "checkpoints", s, d / "train.log",
@@ -301,13 +330,13 @@ class LmRun:
                         "valid_loss": loss, "parent_valid_loss": parent_loss,
                         "kept_parent": loss == parent_loss}
 
-    def nbest(self, variant: str, d: Path) -> dict[str, Any]:
+    def nbest(self, name: str, d: Path) -> dict[str, Any]:
         """n-best lists for the in-domain source and the tuning split's parallel sources."""
         source = read_jsonl(self.out / "prepare" / "source.jsonl")
         par_path = self.out / "prepare" / "tuning_parallel.jsonl"
         par = read_jsonl(par_path) if par_path.exists() else []
         texts = [r["text"] for r in source] + [r["src"] for r in par]
-        lists = self._translate(variant, texts, d)
+        lists = self._translate(name, texts, d)
         write_jsonl(d / "nbest.jsonl", [{"id": r["id"], "src": r["text"], "nbest": lst}
                                         for r, lst in zip(source, lists)])
         write_jsonl(d / "tuning_nbest.jsonl", [{"id": r["id"], "src": r["src"], "ref": r["ref"],
@@ -334,8 +363,8 @@ class LmRun:
         cfg = self.cfg
         lm = LanguageModel(self.out / "seed_lm" / "seed.binary")
         tuning = self._texts("tuning.jsonl")
-        nbest = [r for r in read_jsonl(self.out / f"nbest_{self.rows['all'].nmt}" / "nbest.jsonl")
-                 if r["nbest"]]
+        nbest = [r for name in self.rows["all"].translators
+                 for r in read_jsonl(self.out / f"nbest_{name}" / "nbest.jsonl") if r["nbest"]]
 
         def tuning_perplexity(weight: float | None, threshold: float | None, tag: str) -> float:
             kept = [dec.record.tgt for r in nbest
@@ -372,7 +401,7 @@ class LmRun:
             return []
         tuned = self.st.records["tune"]["stats"]
         threshold, weight = tuned["lm_filter_threshold"], tuned["lm_weight"]
-        nbest = str(self.out / f"nbest_{row.nmt}" / "nbest.jsonl")
+        nbest = {name: str(self.out / f"nbest_{name}" / "nbest.jsonl") for name in row.translators}
         w = weight if row.rescore else None
         t = threshold if row.lm_filter else None
         lm_path = str(self.out / "seed_lm" / "seed.binary")
@@ -382,9 +411,9 @@ class LmRun:
         self.st.pull(rd)
         metrics[f"{name}.translations"] = check_accounting("translations", counts)
         decided = sorted(read_jsonl_shards(rd, "kept") + read_jsonl_shards(rd, "dropped"),
-                         key=lambda r: r["id"])
+                         key=lambda r: (r["source"], r["id"]))
         write_jsonl(rd / "translations.jsonl", [
-            {"id": r["id"], "src": r["src"], "translation": r["tgt"],
+            {"id": r["id"], "translator": r["source"], "src": r["src"], "translation": r["tgt"],
              "kept": r["_decision"]["kept"], "reason": r["_decision"]["rule"],
              **{k: r["_decision"].get(k) for k in ("nmt_score", "lm_per_token", "nbest_rank")}}
             for r in decided])
@@ -432,7 +461,8 @@ class LmRun:
 
     def nmt_quality(self, d: Path) -> dict[str, Any]:
         """chrF and BLEU on the tuning split's parallel pairs (hypotheses and references
-        normalised alike) of every row's translations, and of every translator trained."""
+        normalised alike) of every row's translations (an ensemble row: its first
+        member's), and of every translator trained."""
         import sacrebleu
 
         lm = LanguageModel(self.out / "seed_lm" / "seed.binary")
@@ -456,15 +486,16 @@ class LmRun:
         # decoded here where no row's n-best stage decoded them
         par = read_jsonl(self.out / "prepare" / "tuning_parallel.jsonl")
         refs = [[normalize(r["ref"]) for r in par]]
-        decoded = {row.nmt for row in self.rows.values() if row.nmt}  # this run's nbest stages
-        for variant in sorted({v for row in self.rows.values() if row.nmt for v in chain(row.nmt)}):
-            lists = ([r["nbest"] for r in read_jsonl(self.out / f"nbest_{variant}" /
+        decoded = {t for row in self.rows.values() for t in row.translators}  # nbest stages
+        for name in sorted({v for row in self.rows.values() for t in row.translators
+                            for v in chain(t)}):
+            lists = ([r["nbest"] for r in read_jsonl(self.out / f"nbest_{name}" /
                                                      "tuning_nbest.jsonl")]
-                     if variant in decoded else
-                     self._translate(variant, [r["src"] for r in par], d / variant))
+                     if name in decoded else
+                     self._translate(name, [r["src"] for r in par], d / name))
             hyps = [normalize(lst[0][0]) if lst else "" for lst in lists]
-            out[f"variant.{variant}.chrf"] = sacrebleu.corpus_chrf(hyps, refs).score
-            out[f"variant.{variant}.bleu"] = sacrebleu.corpus_bleu(hyps, refs).score
+            out[f"variant.{name}.chrf"] = sacrebleu.corpus_chrf(hyps, refs).score
+            out[f"variant.{name}.bleu"] = sacrebleu.corpus_bleu(hyps, refs).score
         return out
 
     def final_lm(self, d: Path) -> dict[str, Any]:
@@ -512,18 +543,21 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
                                inputs["bitext"])
     k["subword"] = section_hash(k["bitext"], cfg.nmt.vocab_size, cfg.nmt.normalize)
     for v in variants:
-        var = VARIANTS[v]
+        var, m = variant(v), member(v)[1]
         up = k[f"nmt_{var.parent}"] if var.parent else k["subword"]
-        # parallel only schedules: the same translators come out however many train at once
-        k[f"nmt_{v}"] = section_hash(up, cfg.nmt.model_dump(exclude={"parallel"}), var.step,
+        # parallel only schedules: the same translators come out however many train at once;
+        # the ensemble size only decides how many members there are, not what each one is
+        k[f"nmt_{v}"] = section_hash(up, cfg.nmt.model_dump(exclude={"parallel", "ensemble"}),
+                                     var.step,
                                      cfg.self_training if var.step == "self_train" else None,
                                      cfg.seed_parallel if var.step == "seed_parallel" else None,
-                                     *((FINETUNE_OUTPUTS,) if var.parent else ()))
+                                     *((FINETUNE_OUTPUTS,) if var.parent else ()),
+                                     *((f"member {m}",) if m > 1 else ()))
     for v in variants:
         k[f"nbest_{v}"] = section_hash(k[f"nmt_{v}"], NBEST_OUTPUTS)
     k["tune"] = section_hash(k["seed_lm"], [k[f"nbest_{v}"] for v in variants], cfg.rescoring,
                              cfg.lm_filter, "lm-filter-tuned")
-    k["rows"] = section_hash(k["tune"], cfg.ablation, "deliverable-v3")
+    k["rows"] = section_hash(k["tune"], cfg.ablation, cfg.nmt.ensemble, "deliverable-v4")
     k["nmt_quality"] = section_hash(k["rows"], "variants-v3")
     k["final_lm"] = k["rows"]
     return k
@@ -533,7 +567,7 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
            quiet: bool = False) -> dict[str, Any]:
     st = StageRunner(cfg.output_dir, force, quiet)
     run = LmRun(cfg, beam_args, st)
-    needed = sorted({r.nmt for r in run.rows.values() if r.nmt})
+    needed = sorted({t for r in run.rows.values() for t in r.translators})
     variants = sorted({v for n in needed for v in chain(n)}, key=lambda v: (len(chain(v)), v))
     inputs = _stage_inputs(cfg, st.fingerprints)
     keys = _keys(cfg, variants, inputs)
@@ -543,7 +577,7 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
     stages = []
     for name, key in keys.items():
         if name.startswith("nmt_") and name != "nmt_quality":
-            parent = VARIANTS[name[4:]].parent
+            parent = variant(name[4:]).parent
             stages.append(Stage(name, key, lambda d, v=name[4:]: run.nmt(v, d),
                                 ("subword", f"nmt_{parent}") if parent else ("subword",),
                                 concurrent=True))

@@ -163,7 +163,7 @@ def test_lm_filter_same_on_dask(tmp_path, dask_address):
     nb = tmp_path / "nbest.jsonl"
     nb.write_text("".join(json.dumps(r) + "\n" for r in rows))
     results = _run_both(
-        lambda p, d: build_translation_filter(p, str(nb), str(binary), 1.0, thr, d),
+        lambda p, d: build_translation_filter(p, {"t": str(nb)}, str(binary), 1.0, thr, d),
         "translations", tmp_path, dask_address)
     acc = results["direct"][0]
     assert acc["read"] == 6 and acc["kept"] >= 1 and acc["dropped"] >= 2  # empty, junk

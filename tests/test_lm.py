@@ -90,7 +90,7 @@ def test_translation_filter_pipeline_accounting(seed_lm, tmp_path):
     nb = tmp_path / "nbest.jsonl"
     nb.write_text("".join(json.dumps(r) + "\n" for r in rows))
     thr = percentile_threshold(seed_lm, SEED, 5)
-    counts = run_pipeline(lambda p: build_translation_filter(p, str(nb), seed_lm.path, 1.0, thr,
+    counts = run_pipeline(lambda p: build_translation_filter(p, {"t": str(nb)}, seed_lm.path, 1.0, thr,
                                                              str(tmp_path)),
                           pipeline_options(BeamSettings(), ["--direct_num_workers=1"]))
     assert check_accounting("translations", counts) == {"read": 3, "kept": 1, "dropped": 2,

@@ -2,6 +2,7 @@
 outputs exist, every filter accounts for its records, and a second run is byte-identical."""
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -66,6 +67,41 @@ def test_lm_chain_outputs_and_accounting(lm_run):
 
 
 @pytest.mark.slow
+def test_an_ensemble_pools_independently_trained_translators(lm_run, demo_data, tmp_path):
+    """`nmt.ensemble=2` on a finished run: the first member's stages are reused, a second
+    chain trains from its own base with the next seed, and the `all` row decides each
+    source once per translator and pools the kept translations."""
+    import shutil
+
+    out = tmp_path / "ens"
+    shutil.copytree(lm_run, out)
+    r = subprocess.run([a for a in lm_cmd(demo_data, out, "nmt.ensemble=2") if a != "--quiet"],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "nmt_filtered: done earlier" in r.stderr and "nmt_filtered_m2: running" in r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    last = [n for n in summary if n.startswith("nmt_filtered") and n.endswith("_m2")]
+    assert sorted(last) == ["nmt_filtered_m2", "nmt_filtered_st_m2"]  # no parallel seed here
+    tr = summary["rows"]["stats"]["all.translations"]
+    assert tr["read"] == tr["kept"] + tr["dropped"] == 400  # 200 sources x 2 translators
+    rows = [json.loads(x) for x in (out / "final_lm" / "translations.jsonl").open()]
+    by = {t: sorted(x["id"] for x in rows if x["translator"] == t)
+          for t in ("filtered_st", "filtered_st_m2")}
+    assert by["filtered_st"] == by["filtered_st_m2"] and len(by["filtered_st"]) == 200
+    kept = sum(x["kept"] for x in rows)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["all.sentences"] == metrics["seed_only.sentences"] + kept
+    # λ and the filter percentile are tuned on the pool of both members' translations
+    tuned = re.findall(r"tune: lm_weight=\S+ -> tuning perplexity \S+ \((\d+) translations\)",
+                       r.stderr)
+    assert tuned and all(200 < int(n) <= 400 for n in tuned)
+    # the second base is another model: its own seed, not a copy of the first
+    first, second = (out / f"nmt_{b}" / "checkpoints" / "checkpoint_best.pt"
+                     for b in ("filtered", "filtered_m2"))
+    assert first.read_bytes() != second.read_bytes()
+
+
+@pytest.mark.slow
 def test_lm_chain_is_deterministic(lm_run, demo_data, tmp_path):
     """A second run gives the same bytes, also when its translators train one at a time
     (the first run trains the unfiltered and filtered chains side by side)."""
@@ -121,6 +157,12 @@ def test_rows_and_translator_chains(demo_data, tmp_path):
     assert list(rows) == [r for r in ROW_NAMES if r in rows] and "seed_parallel" in rows
     assert chain(rows["all"].nmt) == ["filtered", "filtered_sp", "filtered_sp_st"]
     assert chain(rows["seed_parallel"].nmt) == ["unfiltered", "unfiltered_sp"]
+    assert rows["all"].translators == ["filtered_sp_st"]
+    ens = rows_for(load_config(REPO / "configs" / "massive-de.yaml",
+                               [f"output_dir={tmp_path}", "nmt.ensemble=3"], check_files=False))
+    assert ens["all"].translators == ["filtered_sp_st", "filtered_sp_st_m2", "filtered_sp_st_m3"]
+    assert chain("filtered_sp_st_m2") == ["filtered_m2", "filtered_sp_m2", "filtered_sp_st_m2"]
+    assert ens["seed_parallel"].translators == ["unfiltered_sp"]  # only `all` pools members
     assert rows["target_text_only"].target_text and rows["target_text_only"].nmt is None
     hi = load_config(REPO / "configs" / "snips-hi.yaml", [f"output_dir={tmp_path}"], check_files=False)
     assert chain(rows_for(hi)["all"].nmt) == ["filtered", "filtered_st"]
