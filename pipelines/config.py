@@ -183,9 +183,10 @@ class NmtConfig(Strict):
     threads: int = Field(1, ge=1, description="torch threads per fairseq process "
                          "(OMP_NUM_THREADS); 1 is fastest for small models on shared cores")
     ensemble: int = Field(1, ge=1, description="independently trained translators in the "
-                          "`all` row: each its own base (seed + k) and fine-tunes; their "
-                          "translations are pooled (two seeds of one base agree on 1 source "
-                          "in 3, and the LM of both beats each; docs/lm-evaluation.md)")
+                          "`all` row: member k has its own base (trained with seed + k - 1) "
+                          "and fine-tunes; their translations are pooled (two seeds of one "
+                          "base agree on 1 source in 3, and the LM of both beats each; "
+                          "docs/lm-evaluation.md)")
     parallel: int = Field(2, ge=1, description="translators trained or decoding at the same "
                           "time (independent chains: unfiltered and filtered); parallel x "
                           "threads should not exceed the cores")

@@ -92,9 +92,11 @@ def exists(path: str) -> bool:
 
 
 @contextmanager
-def create(path: str) -> Iterator[BinaryIO]:
+def _create(path: str) -> Iterator[BinaryIO]:
     """A new object (or local file) to write; it appears only when closed.  A failure is
-    a ``StorageError`` naming the path (Beam's own logged traceback is silenced)."""
+    a ``StorageError`` naming the path (Beam's own logged traceback is silenced).  Only
+    ``write_bytes`` and ``upload_tree`` use it, and their blocks do nothing but write to
+    the object, so whatever fails inside one is the store's failure."""
     if is_local(path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
@@ -104,8 +106,6 @@ def create(path: str) -> Iterator[BinaryIO]:
     try:
         with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             yield f
-    except StorageError:
-        raise
     except Exception as err:
         raise StorageError(f"{path}: cannot write: {_first_line(err)}") from None
     finally:
@@ -114,7 +114,7 @@ def create(path: str) -> Iterator[BinaryIO]:
 
 def write_bytes(path: str, data: bytes) -> None:
     """Write one object (or file) whole."""
-    with create(path) as f:
+    with _create(path) as f:
         f.write(data)
 
 
@@ -163,7 +163,7 @@ def upload_tree(local: Path, prefix: str, last: str | None = None) -> int:
     for p in files:
         if have.get(rel(p)) == p.stat().st_size and rel(p) != last:
             continue
-        with open(p, "rb") as src, create(join(prefix, rel(p))) as dst:
+        with open(p, "rb") as src, _create(join(prefix, rel(p))) as dst:
             shutil.copyfileobj(src, dst, 1 << 22)
         sent += 1
     return sent

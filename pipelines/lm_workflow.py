@@ -557,7 +557,7 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
         k[f"nbest_{v}"] = section_hash(k[f"nmt_{v}"], NBEST_OUTPUTS)
     k["tune"] = section_hash(k["seed_lm"], [k[f"nbest_{v}"] for v in variants], cfg.rescoring,
                              cfg.lm_filter, "lm-filter-tuned")
-    k["rows"] = section_hash(k["tune"], cfg.ablation, cfg.nmt.ensemble, "deliverable-v4")
+    k["rows"] = section_hash(k["tune"], cfg.ablation, "deliverable-v4")
     k["nmt_quality"] = section_hash(k["rows"], "variants-v3")
     k["final_lm"] = k["rows"]
     return k
