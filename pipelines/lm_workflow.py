@@ -276,14 +276,17 @@ class LmRun:
     def _checkpoint(self, variant: str) -> Path:
         return self.out / f"nmt_{variant}" / "checkpoints" / "checkpoint_best.pt"
 
-    def _translate(self, name: str, texts: list[str], work: Path
+    def _translate(self, names: list[str], texts: list[str], work: Path
                    ) -> list[list[tuple[str, float, int]]]:
+        """n-best lists of ``texts`` by one translator, or by an ensemble's members
+        decoding jointly (their bases share one dictionary: the same bitext and subword
+        model), with the first one's settings."""
         sw = Subword(self.out / "subword" / "spm.model")
-        base = chain(name)[0]
+        base = chain(names[0])[0]
         return fairseq_nmt.generate_nbest(self.out / f"nmt_{base}" / "data-bin",
-                                          self._checkpoint(name), sw,
+                                          [self._checkpoint(n) for n in names], sw,
                                           [self._nmt_text(t) for t in texts], self.cfg.src_lang,
-                                          self.cfg.tgt_lang, self._settings(name), work)
+                                          self.cfg.tgt_lang, self._settings(names[0]), work)
 
     def nmt(self, name: str, d: Path) -> dict[str, Any]:
         """Train a base translator, or fine-tune one from its parent by one step:
@@ -312,7 +315,7 @@ class LmRun:
             rng = random.Random(s.seed)
             sources = self._texts("source.jsonl")
             subset = rng.sample(sources, min(cfg.self_training.subset, len(sources)))
-            nbest = self._translate(v.parent, subset, d)
+            nbest = self._translate([v.parent], subset, d)
             synthetic = [(self._nmt_text(x), hyps[0][0]) for x, hyps in zip(subset, nbest)
                          if hyps and hyps[0][0].strip()]
             write_jsonl(d / "synthetic.jsonl", [{"src": a, "tgt": b} for a, b in synthetic])
@@ -336,7 +339,7 @@ class LmRun:
         par_path = self.out / "prepare" / "tuning_parallel.jsonl"
         par = read_jsonl(par_path) if par_path.exists() else []
         texts = [r["text"] for r in source] + [r["src"] for r in par]
-        lists = self._translate(name, texts, d)
+        lists = self._translate([name], texts, d)
         write_jsonl(d / "nbest.jsonl", [{"id": r["id"], "src": r["text"], "nbest": lst}
                                         for r, lst in zip(source, lists)])
         write_jsonl(d / "tuning_nbest.jsonl", [{"id": r["id"], "src": r["src"], "ref": r["ref"],
@@ -492,10 +495,19 @@ class LmRun:
             lists = ([r["nbest"] for r in read_jsonl(self.out / f"nbest_{name}" /
                                                      "tuning_nbest.jsonl")]
                      if name in decoded else
-                     self._translate(name, [r["src"] for r in par], d / name))
+                     self._translate([name], [r["src"] for r in par], d / name))
             hyps = [normalize(lst[0][0]) if lst else "" for lst in lists]
             out[f"variant.{name}.chrf"] = sacrebleu.corpus_chrf(hyps, refs).score
             out[f"variant.{name}.bleu"] = sacrebleu.corpus_bleu(hyps, refs).score
+        # an ensemble row's members decoding jointly: the translator they make together
+        # (its LM text stays their separate translations, pooled: docs/lm-evaluation.md)
+        for name, row in self.rows.items():
+            if len(row.translators) > 1 and par:
+                lists = self._translate(row.translators, [r["src"] for r in par],
+                                        d / f"{name}.ensemble")
+                hyps = [normalize(lst[0][0]) if lst else "" for lst in lists]
+                out[f"{name}.ensemble.chrf"] = sacrebleu.corpus_chrf(hyps, refs).score
+                out[f"{name}.ensemble.bleu"] = sacrebleu.corpus_bleu(hyps, refs).score
         return out
 
     def final_lm(self, d: Path) -> dict[str, Any]:
@@ -558,7 +570,7 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
     k["tune"] = section_hash(k["seed_lm"], [k[f"nbest_{v}"] for v in variants], cfg.rescoring,
                              cfg.lm_filter, "lm-filter-tuned")
     k["rows"] = section_hash(k["tune"], cfg.ablation, "deliverable-v4")
-    k["nmt_quality"] = section_hash(k["rows"], "variants-v3")
+    k["nmt_quality"] = section_hash(k["rows"], "variants-v3", "joint ensemble")
     k["final_lm"] = k["rows"]
     return k
 
@@ -625,5 +637,8 @@ def ablation_table(metrics: dict[str, Any]) -> str:
                    f"{num(f'{r}.relative_perplexity_reduction', '+.1%')} | "
                    f"{metrics.get(f'{r}.deliverable', 'seed')} | {interp} | "
                    f"{num(f'{r}.pooled.perplexity', '.2f')} | {metrics[f'{r}.sentences']:,} | "
-                   f"{num(f'nmt.{r}.chrf', '.1f')} / {num(f'nmt.{r}.bleu', '.1f')} |")
+                   f"{num(f'nmt.{r}.chrf', '.1f')} / {num(f'nmt.{r}.bleu', '.1f')}"
+                   + (f" (members jointly: {num(f'nmt.{r}.ensemble.chrf', '.1f')} / "
+                      f"{num(f'nmt.{r}.ensemble.bleu', '.1f')})"
+                      if f"nmt.{r}.ensemble.chrf" in metrics else "") + " |")
     return "\n".join(out)

@@ -1,4 +1,6 @@
 """A tiny real fairseq training and n-best generation (sentencepiece subwords)."""
+from dataclasses import replace
+
 import pytest
 
 from winnow.translate import fairseq_nmt
@@ -19,11 +21,23 @@ def test_train_and_nbest(tmp_path):
     data = fairseq_nmt.binarize(tmp_path, sw, PAIRS, PAIRS[:8], "en", "de")
     ckpt = fairseq_nmt.train(data, tmp_path / "ckpt", s, tmp_path / "train.log")
     assert ckpt.exists()
-    out = fairseq_nmt.generate_nbest(data, ckpt, sw, ["set an alarm for two", "set an alarm"],
-                                     "en", "de", s, tmp_path)
+    sources = ["set an alarm for two", "set an alarm"]
+    out = fairseq_nmt.generate_nbest(data, [ckpt], sw, sources, "en", "de", s, tmp_path)
     assert len(out) == 2 and all(len(lst) == 3 for lst in out)
     assert all(score < 0 for lst in out for _, score, _ in lst)
     assert all(isinstance(t, str) for lst in out for t, _, _ in lst)
     # in the beam's order: log-probability per scored position, best first
     assert all(lst == sorted(lst, key=lambda h: -h[1] / h[2]) for lst in out)
     assert all(n >= 2 for lst in out for _, _, n in lst)  # at least a subword and </s>
+
+    # a second model (another seed) and both decoding jointly, as an ensemble row's
+    # quality figure does: the joint scores are neither model's own
+    other = fairseq_nmt.train(data, tmp_path / "ckpt2", replace(s, seed=2), tmp_path / "train2.log")
+    alone = fairseq_nmt.generate_nbest(data, [other], sw, sources, "en", "de", s, tmp_path / "b")
+    joint = fairseq_nmt.generate_nbest(data, [ckpt, other], sw, sources, "en", "de", s,
+                                       tmp_path / "j")
+    assert len(joint) == 2 and all(len(lst) == 3 for lst in joint)
+    scores = [{t: sc for t, sc, _ in lst} for lst in (out[0], alone[0], joint[0])]
+    shared = set(scores[0]) & set(scores[1]) & set(scores[2])
+    assert shared, scores
+    assert all(scores[2][t] not in (scores[0][t], scores[1][t]) for t in shared)

@@ -5,10 +5,14 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from conftest import BUCKET, REPO, kill_when_stage_starts, lm_cmd, upload
+from winnow.pipelines.config import load_config
+from winnow.pipelines.lm_workflow import LmRun
+from winnow.pipelines.stages import StageRunner
 
 LM_OUTPUTS = ("final_lm/lm.txt", "final_lm/lm.arpa", "bitext/filtered.jsonl",
               "final_lm/translations.jsonl")
@@ -99,6 +103,20 @@ def test_an_ensemble_pools_independently_trained_translators(lm_run, demo_data, 
     first, second = (out / f"nmt_{b}" / "checkpoints" / "checkpoint_best.pt"
                      for b in ("filtered", "filtered_m2"))
     assert first.read_bytes() != second.read_bytes()
+    # the members decoding jointly are a translator of their own, scored as the row's
+    # ensemble figure: against references that are the joint decode's own output, 100
+    cfg = load_config(REPO / "configs" / "demo-lm.yaml",
+                      [f"output_dir={out}", "nmt.ensemble=2"], check_files=False)
+    st = StageRunner(out, quiet=True)
+    st.records = summary
+    run = LmRun(cfg, [], st)
+    joint = run._translate(run.rows["all"].translators, TUNING_SOURCES, tmp_path / "joint")
+    q = quality_against(run, joint, tmp_path)
+    assert q["all.ensemble.chrf"] == pytest.approx(100.0)
+    log = (tmp_path / "quality" / "all.ensemble" / "generate.log").read_text()
+    loaded = re.search(r"loading model\(s\) from (\S+)", log).group(1).split(":")
+    assert [Path(p).parent.parent.name for p in loaded] == ["nmt_filtered_st", "nmt_filtered_st_m2"]
+    st.release()
 
 
 @pytest.mark.slow
@@ -148,7 +166,6 @@ def test_rows_and_translator_chains(demo_data, tmp_path):
     """`all` fine-tunes the filtered translator on the seed's parallel pairs, then self-trains
     it; without parallel sources for the seed it only self-trains, and the seed_parallel row
     goes.  Every row has a place in the table's order."""
-    from winnow.pipelines.config import load_config
     from winnow.pipelines.lm_workflow import ROW_NAMES, chain, rows_for
 
     cfg = load_config(REPO / "configs" / "massive-de.yaml", [f"output_dir={tmp_path}"],
@@ -170,29 +187,35 @@ def test_rows_and_translator_chains(demo_data, tmp_path):
     assert len(hi.bitext) == 3 and {b.format for b in hi.bitext} == {"bitext"}
 
 
+TUNING_SOURCES = ["set an alarm for seven", "what is the weather today", "play some music"]
+
+
+def quality_against(run, refs: list[list[tuple[str, float, int]]], tmp_path: Path) -> dict:
+    """``run.nmt_quality`` with a stand-in tuning split: ``TUNING_SOURCES``, whose references
+    are the top-1 of the given n-best lists (which also stand in for the `all` row's
+    translators' own)."""
+    pairs = [(str(i), s, lst) for i, (s, lst) in enumerate(zip(TUNING_SOURCES, refs))]
+    (run.out / "prepare" / "tuning_parallel.jsonl").write_text("".join(
+        json.dumps({"id": i, "src": s, "ref": lst[0][0]}) + "\n" for i, s, lst in pairs))
+    for name in run.rows["all"].translators:
+        (run.out / f"nbest_{name}" / "tuning_nbest.jsonl").write_text("".join(
+            json.dumps({"id": i, "src": s, "ref": lst[0][0], "nbest": lst}) + "\n"
+            for i, s, lst in pairs))
+    return run.nmt_quality(tmp_path / "quality")
+
+
 @pytest.mark.slow
 def test_nmt_quality_scores_every_translator_trained(lm_run, tmp_path):
     """chrF/BLEU on the tuning split's parallel pairs for every translator of the run, rows
     or not: with references that are one translator's own top-1 output, it scores 100."""
-    from winnow.pipelines.config import load_config
-    from winnow.pipelines.lm_workflow import LmRun
-    from winnow.pipelines.stages import StageRunner
-
     run_dir = tmp_path / "run"
     shutil.copytree(lm_run, run_dir)
     cfg = load_config(REPO / "configs" / "demo-lm.yaml", [f"output_dir={run_dir}"], check_files=False)
     st = StageRunner(run_dir, quiet=True)
     st.records = json.loads((run_dir / "summary.json").read_text())
     run = LmRun(cfg, [], st)
-    sources = ["set an alarm for seven", "what is the weather today", "play some music"]
-    own = run._translate("filtered", sources, tmp_path / "gen")
-    (run_dir / "prepare" / "tuning_parallel.jsonl").write_text("".join(
-        json.dumps({"id": str(i), "src": s, "ref": lst[0][0]}) + "\n"
-        for i, (s, lst) in enumerate(zip(sources, own))))
-    (run_dir / f"nbest_{run.rows['all'].nmt}" / "tuning_nbest.jsonl").write_text("".join(
-        json.dumps({"id": str(i), "src": s, "ref": lst[0][0], "nbest": lst}) + "\n"
-        for i, (s, lst) in enumerate(zip(sources, own))))
-    out = run.nmt_quality(tmp_path / "quality")
+    own = run._translate(["filtered"], TUNING_SOURCES, tmp_path / "gen")
+    out = quality_against(run, own, tmp_path)
     assert out["variant.filtered.chrf"] == pytest.approx(100.0)
     assert set(out) >= {"variant.filtered_st.chrf", "variant.filtered_st.bleu", "all.chrf"}
     assert 0 <= out["variant.filtered_st.chrf"] <= 100

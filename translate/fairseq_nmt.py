@@ -175,11 +175,12 @@ _H = re.compile(r"^H-(\d+)\t(\S+)\t(.*)$")
 _P = re.compile(r"^P-(\d+)\t(.*)$")
 
 
-def generate_nbest(data_bin: Path, checkpoint: Path, subword: Subword, sources: list[str],
-                   src: str, tgt: str, s: NmtSettings, work: Path
+def generate_nbest(data_bin: Path, checkpoints: list[Path], subword: Subword,
+                   sources: list[str], src: str, tgt: str, s: NmtSettings, work: Path
                    ) -> list[list[tuple[str, float, int]]]:
     """n-best translations of ``sources``: per source, [(text, natural-log prob, tokens)]
-    in beam order.
+    in beam order.  Several checkpoints (trained on the same dictionary) decode jointly:
+    fairseq's ensemble averages their next-token probabilities at every beam step.
 
     Uses ``fairseq-interactive`` (raw source lines, no dummy target side).  Scores are
     sums of fairseq's positional log-probabilities (reported in base 2),
@@ -192,7 +193,7 @@ def generate_nbest(data_bin: Path, checkpoint: Path, subword: Subword, sources: 
     src_file = gen / f"input.{src}"
     src_file.write_text("".join(subword.encode(t) + "\n" for t in sources), encoding="utf-8")
     out = _run("fairseq_cli.interactive",
-               [str(data_bin), "--path", str(checkpoint), "--source-lang", src,
+               [str(data_bin), "--path", ":".join(map(str, checkpoints)), "--source-lang", src,
                 "--target-lang", tgt, "--beam", str(max(s.beam, s.nbest)), "--nbest", str(s.nbest),
                 "--buffer-size", "512", "--batch-size", "128", "--cpu", "--seed", str(s.seed),
                 "--max-len-a", "1.5", "--max-len-b", "10", "--input", str(src_file)],
