@@ -465,49 +465,50 @@ class LmRun:
     def nmt_quality(self, d: Path) -> dict[str, Any]:
         """chrF and BLEU on the tuning split's parallel pairs (hypotheses and references
         normalised alike) of every row's translations (an ensemble row: its first
-        member's), and of every translator trained."""
+        member's, and its members decoding jointly), and of every translator trained."""
         import sacrebleu
+
+        out = {}
+
+        def score(key: str, hyps: list[str], refs: list[list[str]]) -> None:
+            out[f"{key}.chrf"] = sacrebleu.corpus_chrf(hyps, refs).score
+            out[f"{key}.bleu"] = sacrebleu.corpus_bleu(hyps, refs).score
+
+        def top1(lists: list[list]) -> list[str]:
+            return [normalize(lst[0][0]) if lst else "" for lst in lists]
 
         lm = LanguageModel(self.out / "seed_lm" / "seed.binary")
         weight = self.st.records["tune"]["stats"]["lm_weight"]
-        out = {}
         for name, row in self.rows.items():
             if row.nmt is None:
                 continue
             rows = read_jsonl(self.out / f"nbest_{row.nmt}" / "tuning_nbest.jsonl")
             if not rows:
                 return {"skipped": "no parallel_dev"}
-            hyps = [normalize(choose(BitextPair(r["id"], r["src"], ""),
-                                     [Hypothesis(*h) for h in r["nbest"]], lm,
-                                     weight if row.rescore else None, None).record.tgt)
-                    if r["nbest"] else "" for r in rows]
-            refs = [[normalize(r["ref"]) for r in rows]]
-            out[f"{name}.chrf"] = sacrebleu.corpus_chrf(hyps, refs).score
-            out[f"{name}.bleu"] = sacrebleu.corpus_bleu(hyps, refs).score
+            score(name, [normalize(choose(BitextPair(r["id"], r["src"], ""),
+                                          [Hypothesis(*h) for h in r["nbest"]], lm,
+                                          weight if row.rescore else None, None).record.tgt)
+                         if r["nbest"] else "" for r in rows],
+                  [[normalize(r["ref"]) for r in rows]])
         # every translator trained, rows or not (e.g. filtered_sp, the step before
         # self-training in `all`): its top-1 translations of the tuning split's sources,
         # decoded here where no row's n-best stage decoded them
         par = read_jsonl(self.out / "prepare" / "tuning_parallel.jsonl")
-        refs = [[normalize(r["ref"]) for r in par]]
+        sources, refs = [r["src"] for r in par], [[normalize(r["ref"]) for r in par]]
         decoded = {t for row in self.rows.values() for t in row.translators}  # nbest stages
         for name in sorted({v for row in self.rows.values() for t in row.translators
                             for v in chain(t)}):
             lists = ([r["nbest"] for r in read_jsonl(self.out / f"nbest_{name}" /
                                                      "tuning_nbest.jsonl")]
-                     if name in decoded else
-                     self._translate([name], [r["src"] for r in par], d / name))
-            hyps = [normalize(lst[0][0]) if lst else "" for lst in lists]
-            out[f"variant.{name}.chrf"] = sacrebleu.corpus_chrf(hyps, refs).score
-            out[f"variant.{name}.bleu"] = sacrebleu.corpus_bleu(hyps, refs).score
+                     if name in decoded else self._translate([name], sources, d / name))
+            score(f"variant.{name}", top1(lists), refs)
         # an ensemble row's members decoding jointly: the translator they make together
         # (its LM text stays their separate translations, pooled: docs/lm-evaluation.md)
         for name, row in self.rows.items():
-            if len(row.translators) > 1 and par:
-                lists = self._translate(row.translators, [r["src"] for r in par],
-                                        d / f"{name}.ensemble")
-                hyps = [normalize(lst[0][0]) if lst else "" for lst in lists]
-                out[f"{name}.ensemble.chrf"] = sacrebleu.corpus_chrf(hyps, refs).score
-                out[f"{name}.ensemble.bleu"] = sacrebleu.corpus_bleu(hyps, refs).score
+            if len(row.translators) > 1:
+                score(f"{name}.ensemble",
+                      top1(self._translate(row.translators, sources, d / f"{name}.ensemble")),
+                      refs)
         return out
 
     def final_lm(self, d: Path) -> dict[str, Any]:
