@@ -229,6 +229,31 @@ class LmFilterSettings(Strict):
     grid: list[float] = Field(default_factory=lambda: [0.0, 10.0, 20.0, 30.0, 40.0])
 
 
+class GeneralTextSettings(Strict):
+    """Target sides of the general bitext added to the translations of the `all` and
+    `general_text` rows for the words the translations lack (``lm.general_text``): the
+    ``in_domain`` top of the bitext filter's Moore-Lewis ranking, then ``new_words`` further
+    sentences that each bring a word the text lacks; the pair is tuned on the tuning split."""
+
+    enabled: bool = False
+    in_domain: list[int] = Field(default_factory=lambda: [0, 5000, 10000],
+                                 description="grid: sentences from the top of the ranking")
+    new_words: list[int] = Field(default_factory=lambda: [0, 2500, 5000, 10000],
+                                 description="grid: further sentences, each bringing a word "
+                                 "the text lacks")
+    oov_goal: float | None = Field(
+        0.5, gt=0.0, description="the chosen pair has the lowest tuning perplexity among those "
+        "whose tuning OOV rate is at most this fraction of the seed LM's (where none is, of "
+        "all); null: the lowest tuning perplexity")
+
+    @field_validator("in_domain", "new_words")
+    @classmethod
+    def _counts(cls, v: list[int]) -> list[int]:
+        if not v or any(n < 0 for n in v):
+            raise ValueError("must be a non-empty list of sentence counts >= 0")
+        return sorted(set(v))
+
+
 class FinalLmSettings(Strict):
     order: int = Field(3, ge=1, le=6)
     memory: str = "1G"
@@ -257,9 +282,17 @@ class LmConfig(Strict):
     seed_parallel: SeedParallelSettings = Field(default_factory=SeedParallelSettings)
     rescoring: RescoringSettings = Field(default_factory=RescoringSettings)
     lm_filter: LmFilterSettings = Field(default_factory=LmFilterSettings)
+    general_text: GeneralTextSettings = Field(default_factory=GeneralTextSettings)
     final_lm: FinalLmSettings = Field(default_factory=FinalLmSettings)
     ablation: bool = Field(True, description="build every ablation row, not only seed_only and all")
     eval: EvalSettings | None = None
+
+    @model_validator(mode="after")
+    def _general_text_needs_ranking(self) -> "LmConfig":
+        if self.general_text.enabled and self.bitext_filter.shortlist is None:
+            raise ValueError("general_text.enabled needs the Moore-Lewis ranking: set "
+                             "bitext_filter.shortlist")
+        return self
 
     @field_validator("bitext", mode="before")
     @classmethod

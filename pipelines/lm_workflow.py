@@ -15,12 +15,15 @@ Ablation rows (each row: the seed LM combined with an LM of the row's text):
   seed_parallel    unfiltered NMT fine-tuned on the seed's own parallel pairs, top-1
   nbest_rescoring  unfiltered NMT, n-best rescored with the seed LM
   lm_filter        unfiltered NMT, top-1, improbable translations dropped
-  all              filtered NMT, seed-parallel fine-tune, self-training, rescored, LM-filtered;
-                   with ``nmt.ensemble`` K, K such translators (``<variant>_m<k>``, each its
-                   own base and seed) whose kept translations pool
+  general_text     unfiltered NMT, top-1, with general target text for the words it lacks
+                   (``general_text.enabled``; ``lm.general_text``)
+  all              filtered NMT, seed-parallel fine-tune, self-training, rescored, LM-filtered,
+                   general text; with ``nmt.ensemble`` K, K such translators
+                   (``<variant>_m<k>``, each its own base and seed) whose kept translations pool
 """
 from __future__ import annotations
 
+import functools
 import random
 import shutil
 from collections import Counter
@@ -30,6 +33,7 @@ from typing import Any
 
 from winnow.lm.evaluation import evaluate, seed_vocabulary
 from winnow.lm.combine import Combined, combine
+from winnow.lm.general_text import Amount, Candidate, choose_amount, select
 from winnow.lm.kenlm_tools import train_lm, write_text
 from winnow.lm.moore_lewis import map_to_vocabulary
 from winnow.lm.rescoring import Hypothesis
@@ -56,6 +60,7 @@ class Row:
     rescore: bool = False
     lm_filter: bool = False
     target_text: bool = False  # the filtered bitext's target side instead of translations
+    general_text: bool = False  # general target text added for the words the text lacks
     members: int = 1  # independently trained copies of the variant whose translations pool
 
     @property
@@ -87,7 +92,7 @@ VARIANTS: dict[str, Variant] = {
 
 
 ROW_NAMES = ("seed_only", "target_text_only", "unfiltered", "embedding_filter", "self_training",
-             "seed_parallel", "nbest_rescoring", "lm_filter", "all")
+             "seed_parallel", "nbest_rescoring", "lm_filter", "general_text", "all")
 
 
 def rows_for(cfg: LmConfig) -> dict[str, Row]:
@@ -97,10 +102,14 @@ def rows_for(cfg: LmConfig) -> dict[str, Row]:
             "self_training": Row("unfiltered_st"), "seed_parallel": Row("unfiltered_sp"),
             "nbest_rescoring": Row("unfiltered", rescore=True),
             "lm_filter": Row("unfiltered", lm_filter=True),
+            "general_text": Row("unfiltered", general_text=True),
             "all": Row("filtered_sp_st" if seed_parallel else "filtered_st", rescore=True,
-                       lm_filter=True, members=cfg.nmt.ensemble)}
+                       lm_filter=True, general_text=cfg.general_text.enabled,
+                       members=cfg.nmt.ensemble)}
     if not seed_parallel:
         del rows["seed_parallel"]
+    if not cfg.general_text.enabled:
+        del rows["general_text"]
     if not cfg.ablation:
         rows = {k: rows[k] for k in ("seed_only", "target_text_only", "all")}
     return rows
@@ -355,6 +364,17 @@ class LmRun:
         return combine(self.out / "seed_lm", "seed", seed, text, self._texts("tuning.jsonl"),
                        seed_vocabulary(seed), d, cfg.final_lm.order, cfg.final_lm.memory)
 
+    @functools.cached_property
+    def _general_ranked(self) -> list[str]:
+        """The general bitext's target sides that the filter's Moore-Lewis ranker scored
+        (every pair past the cheap rules, kept or not), normalised and deduplicated, most
+        in-domain first (ties by id and source): what ``lm.general_text`` selects from."""
+        bt = self.out / "bitext"
+        scored = sorted((r["_decision"]["moore_lewis"], r["id"], r["source"], normalize(r["tgt"]))
+                        for name in ("kept", "dropped") for r in read_jsonl_shards(bt, name)
+                        if r["_decision"].get("moore_lewis") is not None)
+        return list(dict.fromkeys(text for *_, text in scored if text))
+
     def tune(self, d: Path) -> dict[str, Any]:
         """λ, then the LM filter's percentile: each the grid value whose combined LM
         (``lm.combine``) of the `all` row's kept translations has the lowest tuning-split
@@ -362,46 +382,86 @@ class LmRun:
         per-token scores under the seed LM: the tuning split is in-domain text the seed LM
         never saw, so the threshold says what unseen in-domain sentences score (the seed's
         own sentences score far higher under an LM trained on them and would drop nearly
-        every translation)."""
+        every translation).  Then, with ``general_text.enabled``, the amount of general text
+        added to those translations (``lm.general_text.choose_amount``: the lowest tuning
+        perplexity within the OOV goal)."""
         cfg = self.cfg
         lm = LanguageModel(self.out / "seed_lm" / "seed.binary")
-        tuning = self._texts("tuning.jsonl")
+        seed, tuning = self._texts("seed.jsonl"), self._texts("tuning.jsonl")
+        vocab = seed_vocabulary(seed)
         nbest = [r for name in self.rows["all"].translators
                  for r in read_jsonl(self.out / f"nbest_{name}" / "nbest.jsonl") if r["nbest"]]
 
-        def tuning_perplexity(weight: float | None, threshold: float | None, tag: str) -> float:
-            kept = [dec.record.tgt for r in nbest
+        def kept(weight: float | None, threshold: float | None) -> list[str]:
+            return [dec.record.tgt for r in nbest
                     if (dec := choose(BitextPair(r["id"], r["src"], ""),
                                       [Hypothesis(*h) for h in r["nbest"]], lm, weight,
                                       threshold)).kept]
-            combined = self._combined(kept, d / tag)
+
+        def on_tuning(text: list[str], tag: str) -> Candidate:
+            ev = evaluate(LanguageModel(self._combined(text, d / tag).binary), tuning, vocab)
             shutil.rmtree(d / tag)
-            ppl = combined.tuning_perplexity[combined.deliverable]
-            self.st.log(f"tune: {tag} -> tuning perplexity {ppl:.2f} ({len(kept)} translations)")
-            return ppl
+            self.st.log(f"tune: {tag} -> tuning perplexity {ev.perplexity:.2f}, OOV "
+                        f"{ev.oov_rate:.4f} ({len(text)} sentences)")
+            return Candidate(ev.perplexity, ev.oov_rate)
 
         stats: dict[str, Any] = {}
         weight = cfg.rescoring.lm_weight
         if weight is None:
-            grid = {w: tuning_perplexity(w, None, f"lm_weight={w}") for w in cfg.rescoring.grid}
+            grid = {w: on_tuning(kept(w, None), f"lm_weight={w}").perplexity
+                    for w in cfg.rescoring.grid}
             weight = min(grid, key=lambda w: (grid[w], w))
             stats["lm_weight_grid"] = {str(k): round(v, 3) for k, v in grid.items()}
         percentile = cfg.lm_filter.percentile
         if percentile is None:
-            grid = {q: tuning_perplexity(weight, percentile_threshold(lm, tuning, q),
-                                         f"lm_filter={q}") for q in cfg.lm_filter.grid}
+            grid = {q: on_tuning(kept(weight, percentile_threshold(lm, tuning, q)),
+                                 f"lm_filter={q}").perplexity for q in cfg.lm_filter.grid}
             percentile = min(grid, key=lambda q: (grid[q], q))
             stats["lm_filter_grid"] = {str(k): round(v, 3) for k, v in grid.items()}
-        return stats | {"lm_weight": weight, "lm_filter_percentile": percentile,
-                        "lm_filter_threshold": percentile_threshold(lm, tuning, percentile)}
+        threshold = percentile_threshold(lm, tuning, percentile)
+        stats |= {"lm_weight": weight, "lm_filter_percentile": percentile,
+                  "lm_filter_threshold": threshold}
+        g = cfg.general_text
+        if g.enabled:
+            text = kept(weight, threshold)
+            amounts = {Amount(a, b): on_tuning(
+                text + select(self._general_ranked, seed + text, Amount(a, b)),
+                f"general_text={a}+{b}") for a in g.in_domain for b in g.new_words}
+            seed_oov = evaluate(lm, tuning, vocab).oov_rate
+            limit = None if g.oov_goal is None else g.oov_goal * seed_oov
+            amount = choose_amount(amounts, limit)
+            stats["general_text_grid"] = {f"{a.in_domain}+{a.new_words}": {
+                "perplexity": round(c.perplexity, 3), "oov_rate": round(c.oov_rate, 4)}
+                for a, c in amounts.items()}
+            stats["general_text"] = {"in_domain": amount.in_domain,
+                                     "new_words": amount.new_words, "oov_limit": limit,
+                                     "within_goal": limit is not None
+                                     and amounts[amount].oov_rate <= limit}
+            if limit is not None and amounts[amount].oov_rate > limit:
+                self.st.log(f"tune: no amount of general text reaches the OOV goal "
+                            f"({limit:.4f} on the tuning split); took the lowest perplexity")
+        return stats
 
     def _row_text(self, name: str, row: Row, rd: Path, metrics: dict[str, Any]) -> list[str]:
         """The sentences a row adds to the seed: filtered target sides, or the translations
-        that the row's rescoring and LM filter keep (a Beam pipeline, records accounted)."""
+        the row keeps, with general text where the row adds it (``general_text.txt``)."""
         if row.target_text:
             return [r["tgt"] for r in read_jsonl(self.out / "bitext" / "filtered.jsonl")]
         if row.nmt is None:
             return []
+        text = self._translations(name, row, rd, metrics)
+        if not row.general_text:
+            return text
+        chosen = self.st.records["tune"]["stats"]["general_text"]
+        general = select(self._general_ranked, self._texts("seed.jsonl") + text,
+                         Amount(chosen["in_domain"], chosen["new_words"]))
+        write_text(general, rd / "general_text.txt")
+        metrics[f"{name}.general_sentences"] = len(general)
+        return text + general
+
+    def _translations(self, name: str, row: Row, rd: Path, metrics: dict[str, Any]) -> list[str]:
+        """The translations that the row's rescoring and LM filter keep (a Beam pipeline,
+        records accounted; ``translations.jsonl`` has every decision)."""
         tuned = self.st.records["tune"]["stats"]
         threshold, weight = tuned["lm_filter_threshold"], tuned["lm_weight"]
         nbest = {name: str(self.out / f"nbest_{name}" / "nbest.jsonl") for name in row.translators}
@@ -569,8 +629,10 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
     for v in variants:
         k[f"nbest_{v}"] = section_hash(k[f"nmt_{v}"], NBEST_OUTPUTS)
     k["tune"] = section_hash(k["seed_lm"], [k[f"nbest_{v}"] for v in variants], cfg.rescoring,
-                             cfg.lm_filter, "lm-filter-tuned")
-    k["rows"] = section_hash(k["tune"], cfg.ablation, "deliverable-v4")
+                             cfg.lm_filter, "lm-filter-tuned",
+                             *((k["bitext"], cfg.general_text) if cfg.general_text.enabled else ()))
+    k["rows"] = section_hash(k["tune"], cfg.ablation, "deliverable-v4",
+                             *(("general-text",) if cfg.general_text.enabled else ()))
     k["nmt_quality"] = section_hash(k["rows"], "variants-v3", "joint ensemble")
     k["final_lm"] = k["rows"]
     return k
@@ -614,6 +676,8 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
     metrics["rescoring.lm_weight"] = st.records["tune"]["stats"]["lm_weight"]
     metrics["lm_filter.threshold"] = st.records["tune"]["stats"]["lm_filter_threshold"]
     metrics["lm_filter.percentile"] = st.records["tune"]["stats"]["lm_filter_percentile"]
+    if "general_text" in st.records["tune"]["stats"]:
+        metrics["general_text"] = st.records["tune"]["stats"]["general_text"]
     metrics["seconds"] = {name: rec["seconds"] for name, rec in st.records.items()}
     for name, obj in (("metrics.json", metrics), ("summary.json", st.records)):
         write_json(st.root / name, obj)

@@ -90,3 +90,15 @@ def test_shipped_configs_are_valid():
                  "dataflow-massive-intent"):
         cfg = load_config(REPO / "configs" / f"{name}.yaml", check_files=False)
         assert cfg.output_dir
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["general_text.enabled=true", "bitext_filter.shortlist=null"], "set bitext_filter.shortlist"),
+    (["general_text.new_words=[]"], "non-empty list"),
+    (["general_text.in_domain=[5, -1]"], "non-empty list"),
+])
+def test_bad_general_text_settings_say_what_to_change(tmp_path, overrides, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(REPO / "configs" / "massive-de.yaml", [f"output_dir={tmp_path}", *overrides],
+                    check_files=False)
+    assert "general_text" in str(err.value) and words in str(err.value), str(err.value)

@@ -64,6 +64,25 @@ def test_lm_chain_outputs_and_accounting(lm_run):
         LanguageModel(lm_run / "seed_lm" / "seed.binary"), tuning, tuned["lm_filter_percentile"]))
     tr = summary["rows"]["stats"]["all.translations"]
     assert tr["read"] == tr["kept"] + tr["dropped"] == 200
+    # general text for the words the translations lack: the grid's amount with the lowest
+    # tuning perplexity within the OOV goal, drawn from the bitext's target sides, and in
+    # the LM's text after the seed and the kept translations
+    from winnow.lm.general_text import Amount, Candidate, choose_amount
+    amounts = {Amount(*map(int, k.split("+"))): Candidate(c["perplexity"], c["oov_rate"])
+               for k, c in tuned["general_text_grid"].items()}
+    assert set(amounts) == {Amount(a, b) for a in (0, 100) for b in (0, 50)}
+    chosen = tuned["general_text"]
+    assert Amount(chosen["in_domain"], chosen["new_words"]) == choose_amount(amounts, chosen["oov_limit"])
+    general = (lm_run / "rows" / "all" / "general_text.txt").read_text().splitlines()
+    assert len(general) == summary["rows"]["stats"]["all.general_sentences"]
+    assert len(general) <= chosen["in_domain"] + chosen["new_words"]
+    from winnow.lm.text import normalize
+    targets = {normalize(json.loads(x)["tgt"]) for name in ("kept", "dropped")
+               for p in (lm_run / "bitext").glob(f"{name}-*.jsonl") for x in p.open()}
+    assert set(general) <= targets
+    lm_text = (lm_run / "final_lm" / "lm.txt").read_text().splitlines()
+    assert len(lm_text) == metrics["seed_only.sentences"] + tr["kept"] + len(general)
+    assert lm_text[len(lm_text) - len(general):] == general
     assert (lm_run / "final_lm" / "lm.binary").stat().st_size > 0
     rows = [json.loads(x) for x in (lm_run / "final_lm" / "translations.jsonl").open()]
     assert {"nmt_score", "lm_per_token", "kept", "reason"} <= set(rows[0])
@@ -166,7 +185,7 @@ def test_rows_and_translator_chains(demo_data, tmp_path):
     """`all` fine-tunes the filtered translator on the seed's parallel pairs, then self-trains
     it; without parallel sources for the seed it only self-trains, and the seed_parallel row
     goes.  Every row has a place in the table's order."""
-    from winnow.pipelines.lm_workflow import ROW_NAMES, chain, rows_for
+    from winnow.pipelines.lm_workflow import ROW_NAMES, Row, chain, rows_for
 
     cfg = load_config(REPO / "configs" / "massive-de.yaml", [f"output_dir={tmp_path}"],
                       check_files=False)
@@ -181,6 +200,12 @@ def test_rows_and_translator_chains(demo_data, tmp_path):
     one = rows_for(load_config(REPO / "configs" / "massive-de.yaml",
                                [f"output_dir={tmp_path}", "nmt.ensemble=1"], check_files=False))
     assert one["all"].translators == ["filtered_sp_st"]
+    # general text joins `all` and has its own row on the unfiltered translator; off, both go
+    assert rows["all"].general_text and rows["general_text"] == Row("unfiltered", general_text=True)
+    off = rows_for(load_config(REPO / "configs" / "massive-de.yaml",
+                               [f"output_dir={tmp_path}", "general_text.enabled=false"],
+                               check_files=False))
+    assert "general_text" not in off and not off["all"].general_text
     assert rows["target_text_only"].target_text and rows["target_text_only"].nmt is None
     hi = load_config(REPO / "configs" / "snips-hi.yaml", [f"output_dir={tmp_path}"], check_files=False)
     assert chain(rows_for(hi)["all"].nmt) == ["filtered", "filtered_st"]
