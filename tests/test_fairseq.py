@@ -1,4 +1,8 @@
 """A tiny real fairseq training and n-best generation (sentencepiece subwords)."""
+import os
+import subprocess
+import sys
+import time
 from dataclasses import replace
 
 import pytest
@@ -41,3 +45,36 @@ def test_train_and_nbest(tmp_path):
     shared = set(scores[0]) & set(scores[1]) & set(scores[2])
     assert shared, scores
     assert all(scores[2][t] not in (scores[0][t], scores[1][t]) for t in shared)
+
+
+def _running(pid: int) -> bool:
+    """A process that exists and is not a zombie waiting to be reaped."""
+    try:
+        return "\nState:\tZ" not in open(f"/proc/{pid}/status").read()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_a_stopped_pipeline_takes_its_fairseq_process_with_it(tmp_path):
+    """``kill`` of the process that runs fairseq (a scheduler stopping a job) ends the
+    fairseq child too, instead of leaving it training on the cores."""
+    (tmp_path / "sleeper.py").write_text(
+        "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from winnow.translate.fairseq_nmt import _run; "
+         "_run('sleeper', [sys.argv[1]], Path(sys.argv[2]))", str(pid_file),
+         str(tmp_path / "log")], env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    assert _running(child)
+    parent.terminate()
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(child)

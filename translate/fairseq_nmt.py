@@ -55,6 +55,26 @@ def _env(threads: int) -> dict[str, str]:
     return env
 
 
+# On Linux the child asks to be sent SIGTERM when the process that started it dies
+# (prctl PR_SET_PDEATHSIG), and exits at once if that already happened: a pipeline that a
+# scheduler or ``kill`` stops must not leave fairseq training on the cores.
+_DIE_WITH_PARENT = """\
+import ctypes, os, runpy, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(143)
+sys.argv = [sys.argv[2], *sys.argv[3:]]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def _launcher(module: str) -> list[str]:
+    """The interpreter arguments that run ``module`` as ``python -m`` would."""
+    if sys.platform.startswith("linux"):
+        return ["-c", _DIE_WITH_PARENT, str(os.getpid()), module]
+    return ["-m", module]
+
+
 _UPDATES = re.compile(r"num_updates[\"=: ]+(\d+)")
 
 
@@ -67,7 +87,7 @@ def _run(module: str, args: list[str], log_path: Path, total: int | None = None,
     """
     from tqdm import tqdm
 
-    cmd = [sys.executable, "-m", module, *args]
+    cmd = [sys.executable, *_launcher(module), *args]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     counter = counter or _UPDATES
     lines: list[str] = []
