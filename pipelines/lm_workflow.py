@@ -613,7 +613,7 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
                                 inputs["prepare"])
     k["seed_lm"] = section_hash(k["prepare"], cfg.final_lm)
     k["bitext"] = section_hash(k["seed_lm"], cfg.bitext, cfg.bitext_filter, cfg.tgt_lang,
-                               inputs["bitext"])
+                               inputs["bitext"], "embedded in groups by id hash")
     k["subword"] = section_hash(k["bitext"], cfg.nmt.vocab_size, cfg.nmt.normalize)
     for v in variants:
         var, m = variant(v), member(v)[1]

@@ -213,3 +213,50 @@ def test_bitext_mix_shortlists_by_moore_lewis_and_accounts_per_source(tmp_path, 
     with pytest.raises(RuntimeError, match="software.tsv: read 4"):
         check_accounting_by_file("bitext", counts, kept, [d for d in dropped if d is not not_listed[0]],
                                  read_jsonl_shards(out, "rejected"))
+
+
+def test_int8_filter_distances_do_not_depend_on_the_order_pairs_arrive_in(tmp_path):
+    """The int8 encoder quantises each batch's activations with one scale, so a sentence's
+    embedding depends on its batch mates (a 120k selection moved by 8% between two runs of
+    one config); the filter embeds pairs in groups fixed by their ids, so the same pairs
+    arriving in another order get the same distances."""
+    import random
+
+    import apache_beam as beam
+
+    from winnow.pipelines.lm_pipelines import EmbedDistances
+    from winnow.pipelines.records import BitextPair
+
+    model = load_encoder("e5-small-int8")
+    centroid = CentroidDistance.fit(encode(model, ["stelle einen wecker für sieben uhr",
+                                                   "wie wird das wetter morgen"], "passage"))
+    # mixed registers, as in a real bitext: batch mates then move int8 embeddings the most
+    tgts = ["Es ist in der Höhle stockdunkel.", "Das Laden des neuen Avatarbilds ist fehlgeschlagen.",
+            "Tom ist in Australien geboren.", "Ich verließ das Kino.",
+            "Er hob die Hand, um damit ein Taxi zum Halten zu bringen.",
+            "Port 8080 existiert bereits (TCP/IP).", "Codepage 1252 (Westeuropäisch) verwenden",
+            "Stelle einen Wecker für sieben Uhr.", "Wie wird das Wetter morgen in Berlin?",
+            "Spiele Musik von Adele ab!", "Die Datei konnte nicht geöffnet werden.",
+            "Schalte das Licht im Wohnzimmer aus.", "Kannst du mir bitte ein Taxi rufen?",
+            "Ungültiger Benutzername oder ungültiges Passwort.", "Wir essen heute Abend Fisch.",
+            "Verbindung zum X-Server fehlgeschlagen.", "Meine Schwester spielt sehr gut Klavier.",
+            "Lautstärke um zehn Prozent erhöhen", "Hast du den neuen Film schon gesehen?",
+            "Speicherplatz auf dem Gerät ist fast voll."]
+    items = [(None, f"p{i}", BitextPair(f"p{i}", f"sentence {i}", t, source="bt.tsv"))
+             for i, t in enumerate(tgts * 2)]
+
+    def distances(order: list[int], out: str) -> dict[str, float]:
+        with beam.Pipeline() as p:
+            (p | beam.Create([items[i] for i in order], reshuffle=False)
+             | EmbedDistances("e5-small-int8", centroid.centroid.tolist(), 4)
+             | beam.MapTuple(lambda d, pid, _pair, _ml: f"{pid}\t{d}")
+             | beam.io.WriteToText(str(tmp_path / out)))
+        rows = [line.split("\t") for f in tmp_path.glob(f"{out}*") for line in f.read_text().splitlines()
+                if line]
+        return {pid: float(d) for pid, d in rows}
+
+    forward = distances(list(range(len(items))), "forward")
+    assert len(forward) == len(items)
+    shuffled = distances(random.Random(0).sample(range(len(items)), len(items)), "shuffled")
+    # equal but for float noise at the rounding (a pair once moved by 1e-6)
+    assert max(abs(shuffled[i] - d) for i, d in forward.items()) <= 2e-6
