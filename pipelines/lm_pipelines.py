@@ -22,7 +22,7 @@ from winnow.lm.rescoring import Hypothesis, rescore
 from winnow.lm.scoring import LanguageModel
 from winnow.pipelines.beam_io import Counters, ReadRecords, WriteDecisions, write_rejected
 from winnow.pipelines.config import BitextFilterSettings, InputFile
-from winnow.pipelines.readers import stable_fraction
+from winnow.pipelines.readers import sample_key, stable_fraction
 from winnow.pipelines.records import BitextPair, Decision, keep_first
 from winnow.selectors.bitext_filter import CentroidDistance, cheap_rules
 
@@ -65,7 +65,7 @@ def _shortlisted(item, cutoff: list | None) -> int:
 
 
 def _embed_group(item: tuple[float | None, str, BitextPair]) -> int:
-    return int(stable_fraction(f"{item[1]}@{item[2].source}", "embed") * EMBED_GROUPS)
+    return int(stable_fraction(sample_key(item[1], item[2].source), "embed") * EMBED_GROUPS)
 
 
 class EmbedDistance(beam.DoFn):

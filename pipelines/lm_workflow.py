@@ -45,7 +45,7 @@ from winnow.pipelines import fileio
 from winnow.pipelines.config import InputFile, LmConfig, section_hash
 from winnow.pipelines.data_access import (EmbeddingCache, iter_input, read_input, read_jsonl,
                                           write_jsonl, write_parquet)
-from winnow.pipelines.readers import stable_fraction
+from winnow.pipelines.readers import sample_key, stable_fraction
 from winnow.pipelines.lm_pipelines import (build_bitext_filter, build_translation_filter, choose)
 from winnow.pipelines.records import BitextPair, Rejected
 from winnow.pipelines.stages import Fingerprints, Stage, StageRunner, package_version, publish, write_json
@@ -210,7 +210,7 @@ class LmRun:
         rate = min(1.0, cfg.bitext_filter.general_lm_sentences / max(total, 1))
         sample = [map_to_vocabulary(r.tgt, vocabulary) for inp in cfg.bitext
                   for r in iter_input(inp) if not isinstance(r, Rejected)
-                  and stable_fraction(f"{r.id}@{r.source}", f"general-{cfg.seed}") < rate]
+                  and stable_fraction(sample_key(r.id, r.source), f"general-{cfg.seed}") < rate]
         _, binary = train_lm(sample, d, "general", order=cfg.final_lm.order,
                              memory=cfg.final_lm.memory)
         return (str(self.out / "seed_lm" / "seed.binary"), str(binary), sorted(vocabulary)), len(sample)
@@ -613,7 +613,8 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
                                 inputs["prepare"])
     k["seed_lm"] = section_hash(k["prepare"], cfg.final_lm)
     k["bitext"] = section_hash(k["seed_lm"], cfg.bitext, cfg.bitext_filter, cfg.tgt_lang,
-                               inputs["bitext"], "embedded in groups by id hash")
+                               inputs["bitext"],
+                               "embedded in groups by id hash; samples by file name")
     k["subword"] = section_hash(k["bitext"], cfg.nmt.vocab_size, cfg.nmt.normalize)
     for v in variants:
         var, m = variant(v), member(v)[1]

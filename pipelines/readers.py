@@ -266,6 +266,13 @@ def split_records(records: Iterator[Record]) -> tuple[list, list[Rejected]]:
     return good, bad
 
 
+def sample_key(rec_id: str, source: str) -> str:
+    """A record's id with its source's file name but not its folder or bucket, for hash
+    samples and groups: the same files read from elsewhere (a bucket, another checkout)
+    draw the same."""
+    return f"{rec_id}@{source.rsplit('/', 1)[-1]}"
+
+
 def stable_fraction(key: str, seed: int | str) -> float:
     """A reproducible pseudo-random number in [0, 1) for an id (samples and splits by id)."""
     h = hashlib.sha256(f"{seed}:{key}".encode()).digest()

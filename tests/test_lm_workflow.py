@@ -113,9 +113,10 @@ def test_an_ensemble_pools_independently_trained_translators(lm_run, demo_data, 
     assert by["filtered_st"] == by["filtered_st_m2"] and len(by["filtered_st"]) == 200
     kept = sum(x["kept"] for x in rows)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["all.sentences"] == metrics["seed_only.sentences"] + kept
+    assert metrics["all.sentences"] == (metrics["seed_only.sentences"] + kept
+                                        + metrics["all.general_sentences"])
     # λ and the filter percentile are tuned on the pool of both members' translations
-    tuned = re.findall(r"tune: lm_weight=\S+ -> tuning perplexity \S+ \((\d+) translations\)",
+    tuned = re.findall(r"tune: lm_weight=\S+ -> tuning perplexity \S+, OOV \S+ \((\d+) sentences\)",
                        r.stderr)
     assert tuned and all(200 < int(n) <= 400 for n in tuned)
     # the second base is another model: its own seed, not a copy of the first
