@@ -202,6 +202,10 @@ class NmtConfig(Strict):
 
 class LmSelfTrainingSettings(Strict):
     subset: int = Field(2000, ge=1, description="in-domain source utterances to translate")
+    patience: int = Field(1, ge=0, description="stop the fine-tune after this many validations "
+                          "without improvement (fairseq --patience; 0: all finetune_updates). "
+                          "en-de: the tuning loss was lowest at the first validation and rose "
+                          "at every later one in all four chains (docs/lm-evaluation.md)")
 
 
 class SeedParallelSettings(Strict):

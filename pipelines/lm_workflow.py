@@ -319,7 +319,7 @@ class LmRun:
                       if "seed_parallel" in (variant(x).step for x in chain(name)) else [])
         stats: dict[str, Any] = {"seed_parallel_pairs": len(seed_pairs)}
         in_domain = list(seed_pairs)
-        updates = cfg.seed_parallel.updates
+        updates, patience = cfg.seed_parallel.updates, 0
         if v.step == "self_train":
             rng = random.Random(s.seed)
             sources = self._texts("source.jsonl")
@@ -329,18 +329,20 @@ class LmRun:
                          if hyps and hyps[0][0].strip()]
             write_jsonl(d / "synthetic.jsonl", [{"src": a, "tgt": b} for a, b in synthetic])
             in_domain += synthetic
-            updates = s.finetune_updates
+            updates, patience = s.finetune_updates, cfg.self_training.patience
             stats["synthetic_pairs"] = len(synthetic)
         mixed = random.Random(s.seed).sample(general, min(len(in_domain), len(general)))
         base_dir = self.out / f"nmt_{chain(name)[0]}"
         data = fairseq_nmt.binarize(d, sw, in_domain + mixed, self._valid(), src, tgt,
                                     dict_from=base_dir / "data-bin")
         best = fairseq_nmt.train(data, d / "checkpoints", s, d / "train.log",
-                                 restore=self._checkpoint(v.parent), updates=updates)
+                                 restore=self._checkpoint(v.parent), updates=updates,
+                                 patience=patience)
         loss, parent_loss = (fairseq_nmt.valid_loss(c) for c in (best, self._checkpoint(v.parent)))
         return stats | {"pairs": len(in_domain) + len(mixed), "general_pairs": len(mixed),
                         "valid_loss": loss, "parent_valid_loss": parent_loss,
-                        "kept_parent": loss == parent_loss}
+                        "kept_parent": loss == parent_loss,
+                        "stopped_early": fairseq_nmt.stopped_early(d / "train.log")}
 
     def nbest(self, name: str, d: Path) -> dict[str, Any]:
         """n-best lists for the in-domain source and the tuning split's parallel sources."""
@@ -626,6 +628,7 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
                                      cfg.self_training if var.step == "self_train" else None,
                                      cfg.seed_parallel if var.step == "seed_parallel" else None,
                                      *((FINETUNE_OUTPUTS,) if var.parent else ()),
+                                     "validated at every save",
                                      *((f"member {m}",) if m > 1 else ()))
     for v in variants:
         k[f"nbest_{v}"] = section_hash(k[f"nmt_{v}"], NBEST_OUTPUTS)

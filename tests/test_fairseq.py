@@ -1,5 +1,6 @@
 """A tiny real fairseq training and n-best generation (sentencepiece subwords)."""
 import os
+import re
 import subprocess
 import sys
 import time
@@ -33,6 +34,22 @@ def test_train_and_nbest(tmp_path):
     # in the beam's order: log-probability per scored position, best first
     assert all(lst == sorted(lst, key=lambda h: -h[1] / h[2]) for lst in out)
     assert all(n >= 2 for lst in out for _, _, n in lst)  # at least a subword and </s>
+
+    # a fine-tune that over-fits (targets shuffled against their sources) with patience 1
+    # stops at the first validation that does not beat the best, long before its budget,
+    # and returns the best checkpoint, the first one
+    wrong = list(zip([p[0] for p in PAIRS], [p[1] for p in PAIRS[3:] + PAIRS[:3]]))
+    bad = fairseq_nmt.binarize(tmp_path / "ft", sw, wrong, PAIRS[:8], "en", "de",
+                               dict_from=data)
+    log = tmp_path / "ft.log"
+    tuned = fairseq_nmt.train(bad, tmp_path / "ckpt_ft", s, log, restore=ckpt, updates=200,
+                              patience=1)
+    assert fairseq_nmt.stopped_early(log)
+    validated = [(int(n), float(loss)) for loss, n in re.findall(
+        r"valid on 'valid' subset \| loss ([\d.]+) .*num_updates (\d+)", log.read_text())]
+    assert [n for n, _ in validated] == [50, 100], validated  # every max(25, 200 // 4) updates
+    assert validated[1][1] > validated[0][1]
+    assert fairseq_nmt.valid_loss(tuned) == min(validated[0][1], fairseq_nmt.valid_loss(ckpt))
 
     # a second model (another seed) and both decoding jointly, as an ensemble row's
     # quality figure does: the joint scores are neither model's own

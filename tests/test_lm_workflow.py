@@ -13,6 +13,7 @@ from conftest import BUCKET, REPO, kill_when_stage_starts, lm_cmd, upload
 from winnow.pipelines.config import load_config
 from winnow.pipelines.lm_workflow import LmRun
 from winnow.pipelines.stages import StageRunner
+from winnow.translate import fairseq_nmt
 
 LM_OUTPUTS = ("final_lm/lm.txt", "final_lm/lm.arpa", "bitext/filtered.jsonl",
               "final_lm/translations.jsonl")
@@ -62,6 +63,11 @@ def test_lm_chain_outputs_and_accounting(lm_run):
     tuning = [json.loads(x)["text"] for x in (lm_run / "prepare" / "tuning.jsonl").open()]
     assert tuned["lm_filter_threshold"] == pytest.approx(percentile_threshold(
         LanguageModel(lm_run / "seed_lm" / "seed.binary"), tuning, tuned["lm_filter_percentile"]))
+    # self-training's fine-tune stops once validation stops improving (self_training.patience)
+    st_variant = next(n for n in summary if n.startswith("nmt_") and n.endswith("_st"))
+    assert "--patience 1" in (lm_run / st_variant / "train.log").read_text()
+    assert summary[st_variant]["stats"]["stopped_early"] == fairseq_nmt.stopped_early(
+        lm_run / st_variant / "train.log")
     tr = summary["rows"]["stats"]["all.translations"]
     assert tr["read"] == tr["kept"] + tr["dropped"] == 200
     # general text for the words the translations lack: the grid's amount with the lowest
@@ -105,6 +111,11 @@ def test_an_ensemble_pools_independently_trained_translators(lm_run, demo_data, 
     summary = json.loads((out / "summary.json").read_text())
     last = [n for n in summary if n.startswith("nmt_filtered") and n.endswith("_m2")]
     assert sorted(last) == ["nmt_filtered_m2", "nmt_filtered_st_m2"]  # no parallel seed here
+    # self-training's fine-tune stops once validation stops improving (self_training.patience)
+    st_variant = next(n for n in summary if n.startswith("nmt_") and n.endswith("_st"))
+    assert "--patience 1" in (lm_run / st_variant / "train.log").read_text()
+    assert summary[st_variant]["stats"]["stopped_early"] == fairseq_nmt.stopped_early(
+        lm_run / st_variant / "train.log")
     tr = summary["rows"]["stats"]["all.translations"]
     assert tr["read"] == tr["kept"] + tr["dropped"] == 400  # 200 sources x 2 translators
     rows = [json.loads(x) for x in (out / "final_lm" / "translations.jsonl").open()]

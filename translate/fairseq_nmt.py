@@ -144,9 +144,12 @@ def binarize(work: Path, subword: Subword, train: list[tuple[str, str]],
 
 
 def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
-          restore: Path | None = None, updates: int | None = None) -> Path:
-    """Train (or, with ``restore``, fine-tune) a transformer; returns the best checkpoint."""
+          restore: Path | None = None, updates: int | None = None, patience: int = 0) -> Path:
+    """Train (or, with ``restore``, fine-tune) a transformer; returns the best checkpoint.
+    ``patience`` > 0 stops after that many validations in a row fail to beat the best
+    (fairseq's ``--patience``): a fine-tune that over-fits stops instead of running on."""
     save_dir.mkdir(parents=True, exist_ok=True)
+    every = max(25, (updates or s.max_updates) // 4)
     args = [str(data_bin), "--arch", "transformer", "--share-all-embeddings",
             "--encoder-layers", str(s.encoder_layers), "--decoder-layers", str(s.decoder_layers),
             "--encoder-embed-dim", str(s.embed_dim), "--decoder-embed-dim", str(s.embed_dim),
@@ -160,11 +163,14 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
             "--save-dir", str(save_dir),
             "--seed", str(s.seed), "--cpu", "--no-epoch-checkpoints", "--no-progress-bar",
             # small corpora make epochs of a few updates: validate and save by updates
+            # (fairseq validates a save that falls on an epoch's end only by these)
             "--save-interval", "1000000", "--validate-interval", "1000000",
-            "--save-interval-updates", str(max(25, (updates or s.max_updates) // 4)),
+            "--save-interval-updates", str(every), "--validate-interval-updates", str(every),
             "--keep-interval-updates", "1",
             "--log-format", "simple", "--log-interval", "50", "--num-workers", "0",
             "--skip-invalid-size-inputs-valid-test", *s.extra_train_args]
+    if patience > 0:
+        args += ["--patience", str(patience)]
     if restore is not None:
         # fairseq's --stop-time-hours counts the restored checkpoint's cumulative training
         # time, which would end a fine-tune at once: a fine-tune is bounded by updates only
@@ -181,6 +187,14 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
         # the validation pairs (the caller validates parent and fine-tune on the same pairs)
         shutil.copyfile(restore, best)
     return best
+
+
+EARLY_STOP = "early stop since valid performance hasn't improved"  # fairseq's log line
+
+
+def stopped_early(log: Path) -> bool:
+    """Whether the last training run logged to ``log`` ended by ``--patience``."""
+    return EARLY_STOP in log.read_text(encoding="utf-8")
 
 
 def valid_loss(checkpoint: Path) -> float:
