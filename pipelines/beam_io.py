@@ -6,8 +6,9 @@ returns them so a stage can check read = kept + dropped + rejected and record it
 """
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -182,14 +183,20 @@ def write_rejected(rejected, out_dir: str):
             | "WriteRejected" >> write_jsonl(out_dir, "rejected"))
 
 
-def read_jsonl_shards(out_dir: str | Path, name: str) -> list[dict[str, Any]]:
-    """Every record of the ``name`` shards in a folder or bucket prefix; [] where a stage
-    wrote none (an empty collection writes no shard)."""
-    rows = []
+def iter_jsonl_shards(out_dir: str | Path, name: str) -> Iterator[dict[str, Any]]:
+    """Every record of the ``name`` shards in a folder or bucket prefix, one at a time (a
+    stage's 800k dropped pairs need not be held whole); none where a stage wrote none (an
+    empty collection writes no shard)."""
     for path in fileio.match(fileio.join(str(out_dir), f"{name}-*.jsonl")):
-        text = fileio.read_bytes(path).decode("utf-8")
-        rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
-    return rows
+        with fileio.open_read(path) as f:
+            for line in io.TextIOWrapper(f, encoding="utf-8"):
+                if line.strip():
+                    yield json.loads(line)
+
+
+def read_jsonl_shards(out_dir: str | Path, name: str) -> list[dict[str, Any]]:
+    """``iter_jsonl_shards`` as a list."""
+    return list(iter_jsonl_shards(out_dir, name))
 
 
 def pipeline_options(settings: BeamSettings, extra: list[str] = ()) -> PipelineOptions:

@@ -39,8 +39,8 @@ from winnow.lm.moore_lewis import map_to_vocabulary
 from winnow.lm.rescoring import Hypothesis
 from winnow.lm.scoring import LanguageModel, percentile_threshold
 from winnow.lm.text import normalize
-from winnow.pipelines.beam_io import (check_accounting, check_accounting_by_file, pipeline_options,
-                                      read_jsonl_shards, run_pipeline, source_file)
+from winnow.pipelines.beam_io import (check_accounting, check_accounting_by_file, iter_jsonl_shards,
+                                      pipeline_options, read_jsonl_shards, run_pipeline, source_file)
 from winnow.pipelines import fileio
 from winnow.pipelines.config import InputFile, LmConfig, section_hash
 from winnow.pipelines.data_access import (EmbeddingCache, iter_input, read_input, read_jsonl,
@@ -373,7 +373,7 @@ class LmRun:
         in-domain first (ties by id and source): what ``lm.general_text`` selects from."""
         bt = self.out / "bitext"
         scored = sorted((r["_decision"]["moore_lewis"], r["id"], r["source"], normalize(r["tgt"]))
-                        for name in ("kept", "dropped") for r in read_jsonl_shards(bt, name)
+                        for name in ("kept", "dropped") for r in iter_jsonl_shards(bt, name)
                         if r["_decision"].get("moore_lewis") is not None)
         return list(dict.fromkeys(text for *_, text in scored if text))
 
