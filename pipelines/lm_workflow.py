@@ -141,19 +141,6 @@ def chain(name: str) -> list[str]:
     return out
 
 
-def teachers(rows: dict[str, Row], name: str) -> list[str]:
-    """Who translates self-training's in-domain sources for ``name``: its parent; for a
-    member of a row's ensemble, every member's parent decoding jointly.  The K parents
-    together are the better translator (en-de: chrF 49.6 jointly, 46.8-47.9 each), so each
-    member learns from the ensemble's translations (sequence-level knowledge distillation,
-    Kim & Rush 2016) instead of from its own, which it already produces: fine-tuned on those,
-    every member kept its parent (docs/lm-evaluation.md)."""
-    for row in rows.values():
-        if name in row.translators and len(row.translators) > 1:
-            return [variant(t).parent for t in row.translators]
-    return [variant(name).parent]
-
-
 class LmRun:
     def __init__(self, cfg: LmConfig, beam_args: list[str], runner: StageRunner):
         self.cfg, self.beam_args, self.st = cfg, beam_args, runner
@@ -337,9 +324,7 @@ class LmRun:
             rng = random.Random(s.seed)
             sources = self._texts("source.jsonl")
             subset = rng.sample(sources, min(cfg.self_training.subset, len(sources)))
-            teacher = teachers(self.rows, name)
-            nbest = self._translate(teacher, subset, d)
-            stats["teachers"] = teacher
+            nbest = self._translate([v.parent], subset, d)
             synthetic = [(self._nmt_text(x), hyps[0][0]) for x, hyps in zip(subset, nbest)
                          if hyps and hyps[0][0].strip()]
             write_jsonl(d / "synthetic.jsonl", [{"src": a, "tgt": b} for a, b in synthetic])
@@ -621,8 +606,7 @@ def _stage_inputs(cfg: LmConfig, fp: Fingerprints) -> dict[str, dict[str, str]]:
             "bitext": fp.of([f.path for f in cfg.bitext])}
 
 
-def _keys(cfg: LmConfig, rows: dict[str, Row], variants: list[str],
-          inputs: dict[str, dict[str, str]]) -> dict[str, str]:
+def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]]) -> dict[str, str]:
     """Each stage's key hashes the config sections it reads, the content of the files it
     reads, its upstream keys and the code version (``stages`` says why)."""
     k: dict[str, str] = {}
@@ -642,9 +626,6 @@ def _keys(cfg: LmConfig, rows: dict[str, Row], variants: list[str],
         k[f"nmt_{v}"] = section_hash(up, cfg.nmt.model_dump(exclude={"parallel", "ensemble"}),
                                      var.step,
                                      cfg.self_training if var.step == "self_train" else None,
-                                     *(k[f"nmt_{t}"] for t in (teachers(rows, v)
-                                                               if var.step == "self_train" else [])
-                                       if t != var.parent),
                                      cfg.seed_parallel if var.step == "seed_parallel" else None,
                                      *((FINETUNE_OUTPUTS,) if var.parent else ()),
                                      "validated at every save",
@@ -668,19 +649,17 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
     needed = sorted({t for r in run.rows.values() for t in r.translators})
     variants = sorted({v for n in needed for v in chain(n)}, key=lambda v: (len(chain(v)), v))
     inputs = _stage_inputs(cfg, st.fingerprints)
-    keys = _keys(cfg, run.rows, variants, inputs)
+    keys = _keys(cfg, variants, inputs)
     after = {"prepare": (), "seed_lm": ("prepare",), "bitext": ("seed_lm",), "subword": ("bitext",),
              "tune": ("seed_lm", *(f"nbest_{v}" for v in needed)), "rows": ("tune",),
              "nmt_quality": ("rows",), "final_lm": ("rows",)}
     stages = []
     for name, key in keys.items():
         if name.startswith("nmt_") and name != "nmt_quality":
-            var = variant(name[4:])
-            upstream = ([var.parent] if var.parent else []) + (
-                [t for t in teachers(run.rows, name[4:]) if t != var.parent]
-                if var.step == "self_train" else [])
+            parent = variant(name[4:]).parent
             stages.append(Stage(name, key, lambda d, v=name[4:]: run.nmt(v, d),
-                                ("subword", *(f"nmt_{u}" for u in upstream)), concurrent=True))
+                                ("subword", f"nmt_{parent}") if parent else ("subword",),
+                                concurrent=True))
         elif name.startswith("nbest_"):
             if name[6:] in needed:
                 stages.append(Stage(name, key, lambda d, v=name[6:]: run.nbest(v, d),
