@@ -378,8 +378,9 @@ class LmRun:
         return list(dict.fromkeys(text for *_, text in scored if text))
 
     def tune(self, d: Path) -> dict[str, Any]:
-        """λ, then the LM filter's percentile: each the grid value whose combined LM
-        (``lm.combine``) of the `all` row's kept translations has the lowest tuning-split
+        """λ, then the LM filter's percentile: each the grid value whose LM of the `all`
+        row's kept translations (the better of ``lm.combine``'s interpolated and pooled
+        candidates; the seed fallback is the rows' choice) has the lowest tuning-split
         perplexity.  The filter's threshold is that percentile of the tuning split's
         per-token scores under the seed LM: the tuning split is in-domain text the seed LM
         never saw, so the threshold says what unseen in-domain sentences score (the seed's
@@ -401,7 +402,13 @@ class LmRun:
                                       threshold)).kept]
 
         def on_tuning(text: list[str], tag: str) -> Candidate:
-            ev = evaluate(LanguageModel(self._combined(text, d / tag).binary), tuning, vocab)
+            # the text's own best LM, not the deliverable: where the seed beats every
+            # candidate, each would deliver the seed and the grid would tie (en-hi did)
+            c = self._combined(text, d / tag)
+            kind = min(("interpolated", "pooled"),
+                       key=lambda k: (c.tuning_perplexity[k], k != "interpolated"))
+            ev = evaluate(LanguageModel(c.interpolated if kind == "interpolated" else c.pooled),
+                          tuning, vocab)
             shutil.rmtree(d / tag)
             self.st.log(f"tune: {tag} -> tuning perplexity {ev.perplexity:.2f}, OOV "
                         f"{ev.oov_rate:.4f} ({len(text)} sentences)")
@@ -633,7 +640,7 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
     for v in variants:
         k[f"nbest_{v}"] = section_hash(k[f"nmt_{v}"], NBEST_OUTPUTS)
     k["tune"] = section_hash(k["seed_lm"], [k[f"nbest_{v}"] for v in variants], cfg.rescoring,
-                             cfg.lm_filter, "lm-filter-tuned",
+                             cfg.lm_filter, "lm-filter-tuned", "tuned on the text's own LM",
                              *((k["bitext"], cfg.general_text) if cfg.general_text.enabled else ()))
     k["rows"] = section_hash(k["tune"], cfg.ablation, "deliverable-v4",
                              *(("general-text",) if cfg.general_text.enabled else ()))
