@@ -29,6 +29,11 @@ from winnow.lm.scoring import LanguageModel
 LOG_LINEAR_GRID = tuple((a, b) for a in (0.8, 0.9, 1.0) for b in (0.1, 0.2, 0.3, 0.4, 0.5))
 
 
+def _lowest(tuning_perplexity: dict[str, float], kinds: tuple[str, ...]) -> str:
+    """The kind of lowest tuning perplexity among ``kinds``; a tie goes to the interpolation."""
+    return min(kinds, key=lambda k: (tuning_perplexity[k], k != "interpolated"))
+
+
 @dataclass(frozen=True)
 class Combined:
     deliverable: str  # "interpolated", "pooled" or "seed"
@@ -37,6 +42,14 @@ class Combined:
     pooled: Path
     weights: tuple[float, float]  # of the best interpolation
     tuning_perplexity: dict[str, float]  # of every candidate
+
+    @property
+    def text_lm(self) -> Path:
+        """The better of the two candidates that use the text (interpolated, pooled) on the
+        tuning split: what a setting of the text is judged by, even where the seed alone
+        is better still and so is what the row delivers."""
+        kind = _lowest(self.tuning_perplexity, ("interpolated", "pooled"))
+        return self.interpolated if kind == "interpolated" else self.pooled
 
 
 def combine(seed_dir: Path, seed_name: str, seed: list[str], text: list[str], tuning: list[str],
@@ -61,7 +74,7 @@ def combine(seed_dir: Path, seed_name: str, seed: list[str], text: list[str], tu
                   "pooled": evaluate(LanguageModel(pooled), tuning, vocab).perplexity,
                   "seed": evaluate(LanguageModel(seed_dir / f"{seed_name}.binary"), tuning,
                                    vocab).perplexity}
-    kind = min(tuning_ppl, key=lambda k: (tuning_ppl[k], k != "interpolated"))
+    kind = _lowest(tuning_ppl, tuple(tuning_ppl))
     source = {"interpolated": d / "interpolated", "pooled": d / "pooled",
               "seed": seed_dir / seed_name}[kind]
     for ext in ("arpa", "binary"):

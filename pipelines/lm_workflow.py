@@ -404,11 +404,7 @@ class LmRun:
         def on_tuning(text: list[str], tag: str) -> Candidate:
             # the text's own best LM, not the deliverable: where the seed beats every
             # candidate, each would deliver the seed and the grid would tie (en-hi did)
-            c = self._combined(text, d / tag)
-            kind = min(("interpolated", "pooled"),
-                       key=lambda k: (c.tuning_perplexity[k], k != "interpolated"))
-            ev = evaluate(LanguageModel(c.interpolated if kind == "interpolated" else c.pooled),
-                          tuning, vocab)
+            ev = evaluate(LanguageModel(self._combined(text, d / tag).text_lm), tuning, vocab)
             shutil.rmtree(d / tag)
             self.st.log(f"tune: {tag} -> tuning perplexity {ev.perplexity:.2f}, OOV "
                         f"{ev.oov_rate:.4f} ({len(text)} sentences)")

@@ -193,8 +193,9 @@ EARLY_STOP = "early stop since valid performance hasn't improved"  # fairseq's l
 
 
 def stopped_early(log: Path) -> bool:
-    """Whether the last training run logged to ``log`` ended by ``--patience``."""
-    return EARLY_STOP in log.read_text(encoding="utf-8")
+    """Whether the last training run logged to ``log`` ended by ``--patience`` (``_run``
+    appends each run after a ``$ command`` line)."""
+    return EARLY_STOP in log.read_text(encoding="utf-8").rsplit("\n$ ", 1)[-1]
 
 
 def valid_loss(checkpoint: Path) -> float:
