@@ -65,11 +65,12 @@ class IntentRun:
     def _load(self, stage: str, name: str) -> list[Utterance]:
         return [utterance_from_dict(d) for d in read_jsonl(self.out / stage / name)]
 
-    def _fit(self, recs: list[Utterance], labels: list[str] | None = None) -> IntentClassifier:
+    def _fit(self, recs: list[Utterance], labels: list[str] | None = None,
+             init: IntentClassifier | None = None) -> IntentClassifier:
         texts = [r.text for r in recs]
         im = self.cfg.intent_model
         return IntentClassifier(c=im.c, seed=self.cfg.seed, class_weight=im.class_weight).fit(
-            texts, self.emb.get(texts), labels or [r.intent for r in recs])
+            texts, self.emb.get(texts), labels or [r.intent for r in recs], init)
 
     def _predict(self, model: IntentClassifier, test: list[Utterance]) -> list[str]:
         texts = [r.text for r in test]
@@ -197,7 +198,8 @@ class IntentRun:
                         if c >= cfg.self_training.confidence and p == r["_decision"]["intent"]}
             extra = [r for r in selected if r["id"] in labelled]
             model = self._fit(base + [Utterance(id=r["id"], text=r["text"]) for r in extra],
-                              [u.intent for u in base] + [labelled[r["id"]][0] for r in extra])
+                              [u.intent for u in base] + [labelled[r["id"]][0] for r in extra],
+                              init=model)
             history.append({"iteration": it, "added": len(extra),
                             **(self._evaluate(model, test) if test else {})})
         write_jsonl(d / "self_labels.jsonl", [{"id": k, "intent": v[0], "confidence": round(v[1], 6)}
@@ -214,6 +216,11 @@ class IntentRun:
         return np.hstack([encode(encoder, texts), slot_type_vectors(tagger.tag(texts), types)])
 
     def paraphrase(self, d: Path) -> dict[str, Any]:
+        """The paraphrase encoder and detector, fitted once on the pairs of the existing
+        intents minus ``held_out_intents``, and tested on pairs of those: the unseen-intent
+        AUC is the selecting detector's own (the new intents are unseen by it too)."""
+        from sklearn.metrics import roc_auc_score
+
         cfg = self.cfg
         existing = [r for r in self._load("prepare", "existing.jsonl") if r.annotated]
         intents = sorted({r.intent for r in existing})
@@ -223,40 +230,28 @@ class IntentRun:
         seen = [r for r in existing if r.intent not in held]
         n = cfg.paraphrase.pairs
         frac = cfg.paraphrase.positive_fraction
-
-        def fit_detector(recs: list[Utterance], seed: int):
-            tagger = SlotTagger().fit([r.annotated for r in recs])
-            types = sorted({s for r in recs for s, _ in r.slots})
-            pairs = generate_pairs(ex(recs), n, frac, seed=seed)
-            encoder = load_encoder(cfg.paraphrase.embedding_model)
-            if cfg.paraphrase.fine_tune_epochs:
-                fine_tune(encoder, pairs, cfg.paraphrase.fine_tune_epochs, seed, log=self.st.log)
-            u = self._pair_vectors(encoder, [a for a, _, _ in pairs], tagger, types)
-            v = self._pair_vectors(encoder, [b for _, b, _ in pairs], tagger, types)
-            det = ParaphraseDetector().fit(u, v, np.array([y for _, _, y in pairs]), seed=cfg.seed)
-            return det, encoder, tagger, types, pairs
-
-        from sklearn.metrics import roc_auc_score
-
-        # tested on pairs of intents (and their slot annotations) it never saw
-        det, encoder, tagger, types, train_pairs = fit_detector(seen, cfg.seed)
+        tagger = SlotTagger().fit([r.annotated for r in seen])
+        types = sorted({s for r in seen for s, _ in r.slots})
+        pairs = generate_pairs(ex(seen), n, frac, seed=cfg.seed)
+        encoder = load_encoder(cfg.paraphrase.embedding_model)
+        if cfg.paraphrase.fine_tune_epochs:
+            fine_tune(encoder, pairs, cfg.paraphrase.fine_tune_epochs, cfg.seed, log=self.st.log)
+        vectors = lambda ps, side: self._pair_vectors(  # noqa: E731
+            encoder, [p[side] for p in ps], tagger, types)
+        det = ParaphraseDetector().fit(vectors(pairs, 0), vectors(pairs, 1),
+                                       np.array([y for _, _, y in pairs]), seed=cfg.seed)
         test_pairs = generate_pairs(ex([r for r in existing if r.intent in held]),
                                     max(200, n // 5), frac, seed=cfg.seed + 1)
-        p = det.pair_proba(
-            self._pair_vectors(encoder, [a for a, _, _ in test_pairs], tagger, types),
-            self._pair_vectors(encoder, [b for _, b, _ in test_pairs], tagger, types))
+        p = det.pair_proba(vectors(test_pairs, 0), vectors(test_pairs, 1))
         y = np.array([y_ for _, _, y_ in test_pairs])
-        auc = float(roc_auc_score(y, p))
-        acc = float(np.mean((p >= 0.5) == (y == 1)))
-        # the detector used for selection learns from every existing intent (never the new ones)
-        det, encoder, tagger, types, _ = fit_detector(existing, cfg.seed + 2)
         det.save(str(d / "detector.npz"))
         encoder.save(str(d / "encoder"))
         (d / "tagger.pkl").write_bytes(pickle.dumps((tagger, types)))
         write_jsonl(d / "pairs_sample.jsonl", [{"a": a, "b": b, "paraphrase": y_}
-                                               for a, b, y_ in train_pairs[:200]])
-        return {"unseen_intent_auc": round(auc, 4), "unseen_intent_accuracy": round(acc, 4),
-                "held_out_intents": sorted(held), "train_pairs": len(train_pairs)}
+                                               for a, b, y_ in pairs[:200]])
+        return {"unseen_intent_auc": round(float(roc_auc_score(y, p)), 4),
+                "unseen_intent_accuracy": round(float(np.mean((p >= 0.5) == (y == 1))), 4),
+                "held_out_intents": sorted(held), "train_pairs": len(pairs)}
 
     def diversity(self, d: Path) -> dict[str, Any]:
         det = ParaphraseDetector.load(str(self.out / "paraphrase" / "detector.npz"))
@@ -346,12 +341,15 @@ class IntentRun:
         base_rows = [row[r.text] for r in base]
         base_labels = [r.intent for r in base]
         test_rows = [row[r.text] for r in test]
+        # every point adds candidates to the same base: each fit starts from the base's optimum
+        init = IntentClassifier(**model).fit([texts[i] for i in base_rows], vecs[base_rows],
+                                             base_labels)
         self.st.log(f"curves: {len(tasks)} intent models ({len(orders)} orders x "
                     f"{len(points)} points) on {cfg.curve_workers or 'every'} worker(s)")
         preds = Parallel(n_jobs=cfg.curve_workers or -1)(
             delayed(fit_predict)(texts, vecs, base_rows + [row[c["text"]] for c in ex],
                                  base_labels + [c["_decision"]["intent"] for c in ex],
-                                 test_rows, model)
+                                 test_rows, model, init)
             for _, _, ex in tasks)
         results: dict[str, list[dict[str, float]]] = {}
         predictions: dict[str, list[list[str]]] = {}
@@ -424,6 +422,7 @@ class IntentRun:
 # the stages' own versions, in their keys: the properties of their outputs, so that a run
 # whose outputs lack a property listed here redoes the stage
 POOL_OUTPUTS = ("selected.jsonl: ids unique (id@source where records collide)",)
+PARAPHRASE_OUTPUTS = ("detector.npz, encoder, tagger.pkl: fitted without the held-out intents",)
 DIVERSITY_OUTPUTS = ("diversity_order.jsonl", "peer_orders.jsonl: order, intent, rank, id of "
                      + ", ".join(SELECTED_ORDERS[1:]))
 CURVES_OUTPUTS = ("curves.json", "predictions.npz: gold, new_intents, <order>.<point index>",
@@ -434,11 +433,12 @@ STAGES = ("prepare", "relevance", "pool", "self_training", "paraphrase", "divers
 
 
 def fit_predict(texts: list[str], vecs: np.ndarray, train: list[int], labels: list[str],
-                test: list[int], model: dict[str, Any]) -> list[str]:
-    """One curve point: the intent model fitted on rows ``train`` of (texts, vecs), its
-    predictions for rows ``test``.  A plain function of its arguments, so that worker
-    processes can run it."""
-    clf = IntentClassifier(**model).fit([texts[i] for i in train], vecs[train], labels)
+                test: list[int], model: dict[str, Any],
+                init: IntentClassifier | None = None) -> list[str]:
+    """One curve point: the intent model fitted on rows ``train`` of (texts, vecs), starting
+    from ``init``, its predictions for rows ``test``.  A plain function of its arguments,
+    so that worker processes can run it."""
+    clf = IntentClassifier(**model).fit([texts[i] for i in train], vecs[train], labels, init)
     return list(clf.predict([texts[i] for i in test], vecs[test])[0])
 
 
@@ -462,7 +462,7 @@ def _stage_keys(cfg: IntentConfig, inputs: dict[str, dict[str, str]]) -> dict[st
     k["relevance"] = section_hash(k["prepare"], cfg.relevance)
     k["pool"] = section_hash(k["relevance"], cfg.pool, inputs["pool"], POOL_OUTPUTS)
     k["self_training"] = section_hash(k["pool"], cfg.self_training, cfg.intent_model)
-    k["paraphrase"] = section_hash(k["prepare"], cfg.paraphrase)
+    k["paraphrase"] = section_hash(k["prepare"], cfg.paraphrase, PARAPHRASE_OUTPUTS)
     k["diversity"] = section_hash(k["self_training"], k["paraphrase"], cfg.diversity,
                                   DIVERSITY_OUTPUTS)
     k["curves"] = section_hash(k["diversity"], cfg.curve_points, CURVES_OUTPUTS)
