@@ -65,12 +65,11 @@ class IntentRun:
     def _load(self, stage: str, name: str) -> list[Utterance]:
         return [utterance_from_dict(d) for d in read_jsonl(self.out / stage / name)]
 
-    def _fit(self, recs: list[Utterance], labels: list[str] | None = None,
-             init: IntentClassifier | None = None) -> IntentClassifier:
+    def _fit(self, recs: list[Utterance], labels: list[str] | None = None) -> IntentClassifier:
         texts = [r.text for r in recs]
         im = self.cfg.intent_model
         return IntentClassifier(c=im.c, seed=self.cfg.seed, class_weight=im.class_weight).fit(
-            texts, self.emb.get(texts), labels or [r.intent for r in recs], init)
+            texts, self.emb.get(texts), labels or [r.intent for r in recs])
 
     def _predict(self, model: IntentClassifier, test: list[Utterance]) -> list[str]:
         texts = [r.text for r in test]
@@ -198,8 +197,7 @@ class IntentRun:
                         if c >= cfg.self_training.confidence and p == r["_decision"]["intent"]}
             extra = [r for r in selected if r["id"] in labelled]
             model = self._fit(base + [Utterance(id=r["id"], text=r["text"]) for r in extra],
-                              [u.intent for u in base] + [labelled[r["id"]][0] for r in extra],
-                              init=model)
+                              [u.intent for u in base] + [labelled[r["id"]][0] for r in extra])
             history.append({"iteration": it, "added": len(extra),
                             **(self._evaluate(model, test) if test else {})})
         write_jsonl(d / "self_labels.jsonl", [{"id": k, "intent": v[0], "confidence": round(v[1], 6)}
@@ -341,15 +339,12 @@ class IntentRun:
         base_rows = [row[r.text] for r in base]
         base_labels = [r.intent for r in base]
         test_rows = [row[r.text] for r in test]
-        # every point adds candidates to the same base: each fit starts from the base's optimum
-        init = IntentClassifier(**model).fit([texts[i] for i in base_rows], vecs[base_rows],
-                                             base_labels)
         self.st.log(f"curves: {len(tasks)} intent models ({len(orders)} orders x "
                     f"{len(points)} points) on {cfg.curve_workers or 'every'} worker(s)")
         preds = Parallel(n_jobs=cfg.curve_workers or -1)(
             delayed(fit_predict)(texts, vecs, base_rows + [row[c["text"]] for c in ex],
                                  base_labels + [c["_decision"]["intent"] for c in ex],
-                                 test_rows, model, init)
+                                 test_rows, model)
             for _, _, ex in tasks)
         results: dict[str, list[dict[str, float]]] = {}
         predictions: dict[str, list[list[str]]] = {}
@@ -433,12 +428,11 @@ STAGES = ("prepare", "relevance", "pool", "self_training", "paraphrase", "divers
 
 
 def fit_predict(texts: list[str], vecs: np.ndarray, train: list[int], labels: list[str],
-                test: list[int], model: dict[str, Any],
-                init: IntentClassifier | None = None) -> list[str]:
-    """One curve point: the intent model fitted on rows ``train`` of (texts, vecs), starting
-    from ``init``, its predictions for rows ``test``.  A plain function of its arguments,
-    so that worker processes can run it."""
-    clf = IntentClassifier(**model).fit([texts[i] for i in train], vecs[train], labels, init)
+                test: list[int], model: dict[str, Any]) -> list[str]:
+    """One curve point: the intent model fitted on rows ``train`` of (texts, vecs), its
+    predictions for rows ``test``.  A plain function of its arguments, so that worker
+    processes can run it."""
+    clf = IntentClassifier(**model).fit([texts[i] for i in train], vecs[train], labels)
     return list(clf.predict([texts[i] for i in test], vecs[test])[0])
 
 
