@@ -10,6 +10,7 @@ import json
 import pickle
 import random
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -228,12 +229,15 @@ class IntentRun:
         seen = [r for r in existing if r.intent not in held]
         n = cfg.paraphrase.pairs
         frac = cfg.paraphrase.positive_fraction
-        tagger = SlotTagger().fit([r.annotated for r in seen])
         types = sorted({s for r in seen for s, _ in r.slots})
-        pairs = generate_pairs(ex(seen), n, frac, seed=cfg.seed)
-        encoder = load_encoder(cfg.paraphrase.embedding_model)
-        if cfg.paraphrase.fine_tune_epochs:
-            fine_tune(encoder, pairs, cfg.paraphrase.fine_tune_epochs, cfg.seed, log=self.st.log)
+        with ThreadPoolExecutor(1) as pool:  # the CRF (C, no GIL) trains beside the encoder
+            fitted = pool.submit(SlotTagger().fit, [r.annotated for r in seen])
+            pairs = generate_pairs(ex(seen), n, frac, seed=cfg.seed)
+            encoder = load_encoder(cfg.paraphrase.embedding_model)
+            if cfg.paraphrase.fine_tune_epochs:
+                fine_tune(encoder, pairs, cfg.paraphrase.fine_tune_epochs, cfg.seed,
+                          log=self.st.log)
+            tagger = fitted.result()
         vectors = lambda ps, side: self._pair_vectors(  # noqa: E731
             encoder, [p[side] for p in ps], tagger, types)
         det = ParaphraseDetector().fit(vectors(pairs, 0), vectors(pairs, 1),
@@ -371,9 +375,11 @@ class IntentRun:
                   for r in read_jsonl(self.out / "prepare" / "pool_labels.jsonl")]
         full = (self._load("prepare", "existing.jsonl") + self._load("prepare", "seeds.jsonl")
                 + hidden)
-        res = self._evaluate(self._fit(full), test)
-        return {**res, "slot_f1": self._slot_f1(SlotTagger().fit(
-            [r.annotated for r in full if r.annotated]), test)}
+        # the CRF trains in C without the GIL: it fits beside the intent model, one core each
+        with ThreadPoolExecutor(1) as pool:
+            tagger = pool.submit(SlotTagger().fit, [r.annotated for r in full if r.annotated])
+            res = self._evaluate(self._fit(full), test)
+            return {**res, "slot_f1": self._slot_f1(tagger.result(), test)}
 
     @staticmethod
     def _slot_f1(tagger: SlotTagger, test: list[Utterance]) -> float | None:
