@@ -31,3 +31,21 @@ def test_sigkill_mid_stage_then_resume_is_identical(demo_data, reference_run, tm
     subprocess.run(intent_cmd(demo_data, out), check=True, cwd=REPO, capture_output=True)
     for rel in CORPUS:
         assert (out / rel).read_bytes() == (reference_run / rel).read_bytes(), rel
+
+
+def test_corpus_tagger_fitted_alone_equals_the_one_fitted_beside_the_upper_bound(
+        demo_data, reference_run, tmp_path):
+    """The upper_bound stage fits the corpus's slot tagger on a free core; a corpus stage
+    redone alone fits its own, and writes the same bytes."""
+    import shutil
+
+    out = tmp_path / "corpus_alone"
+    shutil.copytree(reference_run, out)
+    before = (out / "upper_bound" / "_DONE.json").stat().st_mtime_ns
+    r = subprocess.run(intent_cmd(demo_data, out)[:-1] + ["--force", "corpus",
+                                                          "--direct_num_workers=1"],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (out / "upper_bound" / "_DONE.json").stat().st_mtime_ns == before  # not redone
+    for rel in ("corpus/corpus.jsonl", "corpus/corpus.parquet"):
+        assert (out / rel).read_bytes() == (reference_run / rel).read_bytes(), rel
