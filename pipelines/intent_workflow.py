@@ -10,7 +10,8 @@ import json
 import pickle
 import random
 from collections import Counter, defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +68,11 @@ class IntentRun:
     def _load(self, stage: str, name: str) -> list[Utterance]:
         return [utterance_from_dict(d) for d in read_jsonl(self.out / stage / name)]
 
-    def _fit_seed_tagger(self) -> SlotTagger:
-        """The corpus's slot tagger: every annotated utterance, existing intents and seeds."""
+    def _seed_annotated(self) -> list[str]:
+        """What the corpus's slot tagger learns from: every annotated utterance, existing
+        intents and seeds."""
         recs = self._load("prepare", "existing.jsonl") + self._load("prepare", "seeds.jsonl")
-        return SlotTagger().fit([r.annotated for r in recs if r.annotated])
+        return [r.annotated for r in recs if r.annotated]
 
     def _fit(self, recs: list[Utterance], labels: list[str] | None = None) -> IntentClassifier:
         texts = [r.text for r in recs]
@@ -236,8 +238,8 @@ class IntentRun:
         n = cfg.paraphrase.pairs
         frac = cfg.paraphrase.positive_fraction
         types = sorted({s for r in seen for s, _ in r.slots})
-        with ThreadPoolExecutor(1) as pool:  # the CRF (C, no GIL) trains beside the encoder
-            fitted = pool.submit(SlotTagger().fit, [r.annotated for r in seen])
+        with tagger_processes(1) as pool:  # the CRF trains beside the encoder fine-tune
+            fitted = pool.submit(fit_tagger, [r.annotated for r in seen])
             pairs = generate_pairs(ex(seen), n, frac, seed=cfg.seed)
             encoder = load_encoder(cfg.paraphrase.embedding_model)
             if cfg.paraphrase.fine_tune_epochs:
@@ -381,14 +383,13 @@ class IntentRun:
                   for r in read_jsonl(self.out / "prepare" / "pool_labels.jsonl")]
         full = (self._load("prepare", "existing.jsonl") + self._load("prepare", "seeds.jsonl")
                 + hidden)
-        # CRFs train in C without the GIL: the upper bound's tagger fits beside the intent
-        # model, and the corpus stage's tagger (same data in every run) on the core the
-        # intent model frees; the corpus stage fits its own where this stage did not run
-        pool = ThreadPoolExecutor(2)
-        tagger = pool.submit(SlotTagger().fit, [r.annotated for r in full if r.annotated])
-        res = self._evaluate(self._fit(full), test)
-        self._seed_tagger = pool.submit(self._fit_seed_tagger)
+        # the upper bound's slot tagger and the corpus stage's (the same data in every run)
+        # fit beside the intent model; the corpus stage fits its own where this one did not run
+        pool = tagger_processes(2)
+        tagger = pool.submit(fit_tagger, [r.annotated for r in full if r.annotated])
+        self._seed_tagger = pool.submit(fit_tagger, self._seed_annotated())
         pool.shutdown(wait=False)
+        res = self._evaluate(self._fit(full), test)
         return {**res, "slot_f1": self._slot_f1(tagger.result(), test)}
 
     @staticmethod
@@ -401,7 +402,7 @@ class IntentRun:
         seeds = self._load("prepare", "seeds.jsonl")
         test = self._load("prepare", "test.jsonl")
         tagger = (self._seed_tagger.result() if self._seed_tagger is not None
-                  else self._fit_seed_tagger())
+                  else fit_tagger(self._seed_annotated()))
         cands = {c["id"]: c for cs in candidates(self.out, self.cfg.new_intents).values() for c in cs}
         div = read_jsonl(self.out / "diversity" / "diversity_order.jsonl")
         rows = [{**to_dict(r), "origin": "seed", "stage": "seed", "scores": {}} for r in seeds]
@@ -450,6 +451,17 @@ def fit_predict(texts: list[str], vecs: np.ndarray, train: list[int], labels: li
     processes can run it."""
     clf = IntentClassifier(**model).fit([texts[i] for i in train], vecs[train], labels)
     return list(clf.predict([texts[i] for i in test], vecs[test])[0])
+
+
+def fit_tagger(annotated: list[str]) -> SlotTagger:
+    """A CRF slot tagger fitted on bracket-annotated utterances (a worker process's task)."""
+    return SlotTagger().fit(annotated)
+
+
+def tagger_processes(n: int) -> ProcessPoolExecutor:
+    """Worker processes for CRF fits: crfsuite holds the GIL while it trains, so a thread
+    would stall the stage's own work.  Spawned, not forked: the parent runs torch threads."""
+    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _input_paths(files: list[InputFile]) -> list[str]:
