@@ -64,7 +64,7 @@ ARGS ?=
 eval-intent: data-dev
 	$(BIN)/winnow eval-intent configs/massive-intent.yaml $(ARGS)
 
-# several draws of the seeds (~20 min each from scratch; finished draws are reused), then
+# several draws of the seeds (~10 min each from scratch; finished draws are reused), then
 # every metric side by side with its mean and sd: make eval-intent-draws SEEDS="14 15 16"
 SEEDS ?= 14 15 16 17
 eval-intent-draws: data-dev

@@ -80,7 +80,9 @@ class IntentModelSettings(Strict):
 class ParaphraseSettings(Strict):
     pairs: int = Field(20000, ge=10)
     positive_fraction: float = Field(0.5, gt=0.0, lt=1.0)
-    held_out_intents: int = Field(8, ge=1, description="intents held out to test the detector")
+    held_out_intents: int = Field(8, ge=1, description="existing intents the paraphrase "
+                                  "encoder and detector never train on: their pairs test it "
+                                  "on unseen intents")
     embedding_model: str = Field("minilm", description="sentence-transformers model the "
                                  "detector reads; fine-tuned on the pairs and saved with the run")
     fine_tune_epochs: int = Field(1, ge=0, description="0: keep the encoder frozen")
