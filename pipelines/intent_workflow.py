@@ -7,10 +7,10 @@ diversity -> curves (evaluation runs) -> corpus.  Each stage is resumable
 from __future__ import annotations
 
 import json
+import multiprocessing
 import pickle
 import random
 from collections import Counter, defaultdict
-import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -434,6 +434,7 @@ class IntentRun:
 # the stages' own versions, in their keys: the properties of their outputs, so that a run
 # whose outputs lack a property listed here redoes the stage
 POOL_OUTPUTS = ("selected.jsonl: ids unique (id@source where records collide)",)
+INTENT_MODEL_VERSION = ("intent model fits: float32 features",)  # self_training, upper_bound
 PARAPHRASE_OUTPUTS = ("detector.npz, encoder, tagger.pkl: fitted without the held-out intents",)
 DIVERSITY_OUTPUTS = ("diversity_order.jsonl", "peer_orders.jsonl: order, intent, rank, id of "
                      + ", ".join(SELECTED_ORDERS[1:]))
@@ -483,12 +484,13 @@ def _stage_keys(cfg: IntentConfig, inputs: dict[str, dict[str, str]]) -> dict[st
                                 cfg.new_intents, cfg.seeds_per_intent, cfg.seed)
     k["relevance"] = section_hash(k["prepare"], cfg.relevance)
     k["pool"] = section_hash(k["relevance"], cfg.pool, inputs["pool"], POOL_OUTPUTS)
-    k["self_training"] = section_hash(k["pool"], cfg.self_training, cfg.intent_model)
+    k["self_training"] = section_hash(k["pool"], cfg.self_training, cfg.intent_model,
+                                      INTENT_MODEL_VERSION)
     k["paraphrase"] = section_hash(k["prepare"], cfg.paraphrase, PARAPHRASE_OUTPUTS)
     k["diversity"] = section_hash(k["self_training"], k["paraphrase"], cfg.diversity,
                                   DIVERSITY_OUTPUTS)
     k["curves"] = section_hash(k["diversity"], cfg.curve_points, CURVES_OUTPUTS)
-    k["upper_bound"] = section_hash(k["prepare"], cfg.intent_model)
+    k["upper_bound"] = section_hash(k["prepare"], cfg.intent_model, INTENT_MODEL_VERSION)
     k["corpus"] = section_hash(k["diversity"])
     return k
 
