@@ -319,7 +319,7 @@ class LmRun:
                       if "seed_parallel" in (variant(x).step for x in chain(name)) else [])
         stats: dict[str, Any] = {"seed_parallel_pairs": len(seed_pairs)}
         in_domain = list(seed_pairs)
-        updates, patience = cfg.seed_parallel.updates, 0
+        updates, patience, average = cfg.seed_parallel.updates, 0, cfg.seed_parallel.average_last
         if v.step == "self_train":
             rng = random.Random(s.seed)
             sources = self._texts("source.jsonl")
@@ -329,7 +329,7 @@ class LmRun:
                          if hyps and hyps[0][0].strip()]
             write_jsonl(d / "synthetic.jsonl", [{"src": a, "tgt": b} for a, b in synthetic])
             in_domain += synthetic
-            updates, patience = s.finetune_updates, cfg.self_training.patience
+            updates, patience, average = s.finetune_updates, cfg.self_training.patience, 1
             stats["synthetic_pairs"] = len(synthetic)
         mixed = random.Random(s.seed).sample(general, min(len(in_domain), len(general)))
         base_dir = self.out / f"nmt_{chain(name)[0]}"
@@ -337,7 +337,7 @@ class LmRun:
                                     dict_from=base_dir / "data-bin")
         best = fairseq_nmt.train(data, d / "checkpoints", s, d / "train.log",
                                  restore=self._checkpoint(v.parent), updates=updates,
-                                 patience=patience)
+                                 patience=patience, average_last=average)
         loss, parent_loss = (fairseq_nmt.valid_loss(c) for c in (best, self._checkpoint(v.parent)))
         return stats | {"pairs": len(in_domain) + len(mixed), "general_pairs": len(mixed),
                         "valid_loss": loss, "parent_valid_loss": parent_loss,

@@ -7,6 +7,7 @@ import time
 from dataclasses import replace
 
 import pytest
+import torch
 
 from winnow.translate import fairseq_nmt
 from winnow.translate.subword import Subword
@@ -50,6 +51,27 @@ def test_train_and_nbest(tmp_path):
     assert [n for n, _ in validated] == [50, 100], validated  # every max(25, 200 // 4) updates
     assert validated[1][1] > validated[0][1]
     assert fairseq_nmt.valid_loss(tuned) == min(validated[0][1], fairseq_nmt.valid_loss(ckpt))
+
+    # the mean of a fine-tune's last two saves: fairseq's own validation scores it as the
+    # trainer scored its checkpoints, and it is what the fine-tune returns (unless the
+    # parent is better on the validation pairs)
+    assert abs(fairseq_nmt.validate(data, ckpt, s, tmp_path / "v.log")
+               - fairseq_nmt.valid_loss(ckpt)) < 1e-3
+    avg_dir = tmp_path / "ckpt_avg"
+    tuned = fairseq_nmt.train(data, avg_dir, s, tmp_path / "avg.log", restore=ckpt, updates=50,
+                              average_last=2)
+    updates, saved = zip(*fairseq_nmt.saved_checkpoints(avg_dir))
+    assert updates == (25, 50)
+    params = [torch.load(c, map_location="cpu", weights_only=False)["model"]
+              for c in (*saved, tuned)]
+    loss = fairseq_nmt.valid_loss(tuned)
+    assert loss < fairseq_nmt.valid_loss(ckpt)  # 50 more updates on the same pairs
+    assert all(torch.allclose(params[2][k].float(), (params[0][k].float()
+                                                      + params[1][k].float()) / 2, atol=1e-6)
+               for k in params[2])
+    assert not torch.equal(params[2]["encoder.layers.0.fc1.weight"],
+                           params[1]["encoder.layers.0.fc1.weight"])
+    assert fairseq_nmt.validate(data, tuned, s, tmp_path / "v.log") == loss
 
     # a second model (another seed) and both decoding jointly, as an ensemble row's
     # quality figure does: the joint scores are neither model's own

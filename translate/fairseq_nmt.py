@@ -144,10 +144,13 @@ def binarize(work: Path, subword: Subword, train: list[tuple[str, str]],
 
 
 def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
-          restore: Path | None = None, updates: int | None = None, patience: int = 0) -> Path:
+          restore: Path | None = None, updates: int | None = None, patience: int = 0,
+          average_last: int = 1) -> Path:
     """Train (or, with ``restore``, fine-tune) a transformer; returns the best checkpoint.
     ``patience`` > 0 stops after that many validations in a row fail to beat the best
-    (fairseq's ``--patience``): a fine-tune that over-fits stops instead of running on."""
+    (fairseq's ``--patience``): a fine-tune that over-fits stops instead of running on.
+    ``average_last`` > 1 returns instead the parameter mean of the last that many saved
+    checkpoints (``average_checkpoints``), validated on the same pairs."""
     save_dir.mkdir(parents=True, exist_ok=True)
     every = max(25, (updates or s.max_updates) // 4)
     args = [str(data_bin), "--arch", "transformer", "--share-all-embeddings",
@@ -166,7 +169,7 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
             # (fairseq validates a save that falls on an epoch's end only by these)
             "--save-interval", "1000000", "--validate-interval", "1000000",
             "--save-interval-updates", str(every), "--validate-interval-updates", str(every),
-            "--keep-interval-updates", "1",
+            "--keep-interval-updates", str(max(1, average_last)),
             "--log-format", "simple", "--log-interval", "50", "--num-workers", "0",
             "--skip-invalid-size-inputs-valid-test", *s.extra_train_args]
     if patience > 0:
@@ -180,6 +183,9 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
         args += ["--stop-time-hours", f"{s.max_minutes / 60:.4f}"]
     _run("fairseq_cli.train", args, log, total=updates or s.max_updates, threads=s.threads)
     best = save_dir / "checkpoint_best.pt"
+    if average_last > 1:
+        average_checkpoints([c for _, c in saved_checkpoints(save_dir)[-average_last:]], best)
+        set_valid_loss(best, validate(data_bin, best, s, log))
     if not best.exists():
         return save_dir / "checkpoint_last.pt"
     if restore is not None and valid_loss(best) >= valid_loss(restore):
@@ -204,6 +210,58 @@ def valid_loss(checkpoint: Path) -> float:
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     return float(state["extra_state"]["val_loss"])
+
+
+def saved_checkpoints(save_dir: Path) -> list[tuple[int, Path]]:
+    """(update, path) of every distinct save in ``save_dir``, oldest first: the interval
+    saves (``checkpoint_<epoch>_<update>.pt``) and ``checkpoint_last.pt``, which fairseq
+    writes alone when training ends on an epoch's last batch."""
+    import torch
+
+    saves = {int(c.stem.rsplit("_", 1)[1]): c for c in save_dir.glob("checkpoint_*_*.pt")}
+    last = save_dir / "checkpoint_last.pt"
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        saves.setdefault(int(state["optimizer_history"][-1]["num_updates"]), last)
+    return sorted(saves.items())
+
+
+def average_checkpoints(checkpoints: list[Path], out: Path) -> None:
+    """Write the parameter mean of ``checkpoints`` (fairseq's ``average_checkpoints.py``
+    recipe: the last checkpoint's state with every model tensor replaced by the mean).
+    A short fine-tune's last saves sit around the optimum it oscillates about; their mean
+    translated the en-de tuning pairs about 1 chrF better than the lowest-loss one."""
+    import torch
+
+    states = [torch.load(c, map_location="cpu", weights_only=False) for c in checkpoints]
+    state = states[-1]
+    state["model"] = {k: (sum(st["model"][k].double() for st in states) / len(states)
+                          ).to(v.dtype) if v.is_floating_point() else v
+                      for k, v in state["model"].items()}
+    torch.save(state, out)
+
+
+_VALID = re.compile(r"valid on 'valid' subset \| loss ([\d.]+)")
+
+
+def validate(data_bin: Path, checkpoint: Path, s: NmtSettings, log: Path) -> float:
+    """The checkpoint's loss on the ``valid`` pairs, as fairseq's trainer reports it."""
+    out = _run("fairseq_cli.validate", [str(data_bin), "--task", "translation",
+                                        "--path", str(checkpoint), "--cpu",
+                                        "--valid-subset", "valid", "--max-tokens",
+                                        str(s.max_tokens), "--num-workers", "0",
+                                        "--skip-invalid-size-inputs-valid-test"],
+               log, threads=s.threads)
+    return float(_VALID.findall(out)[-1])
+
+
+def set_valid_loss(checkpoint: Path, loss: float) -> None:
+    """Record ``loss`` as the checkpoint's validation loss (what ``valid_loss`` reads)."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state["extra_state"]["val_loss"] = loss
+    torch.save(state, checkpoint)
 
 
 _H = re.compile(r"^H-(\d+)\t(\S+)\t(.*)$")
