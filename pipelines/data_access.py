@@ -68,29 +68,56 @@ def write_parquet(path: str | Path, rows: list[dict[str, Any]]) -> None:
 class EmbeddingCache:
     """Embeddings by text, computed once per run with one loaded model.
 
-    ``save`` is called when a stage completes, never mid-stage: a stage killed half-way
-    recomputes its embeddings in the same batches as an uninterrupted run, so resumed runs
-    stay byte-identical (batch composition changes float rounding).
+    A text's vector depends on its batch mates in the last bits (padding and batch size
+    change float rounding), and those bits move where L-BFGS stops, so a figure can depend
+    on which texts were embedded together.  Every vector therefore remembers the stage that
+    embedded it (``begin``), and a stage sees only the vectors of the stages before it and
+    its own: a stage redone after later ones ran (a changed setting re-keys it) embeds the
+    same texts in the same batches as in a fresh run, not reusing what a later stage put
+    there.  ``save`` is called when a stage completes, never mid-stage, so a stage killed
+    half-way recomputes its embeddings as an uninterrupted run does.
     """
+
+    UNKNOWN = 1 << 30  # the rank of a vector whose stage is not recorded: seen by no stage
 
     def __init__(self, model_ref: str, path: str | Path, prompt: str | None = None):
         self.model_ref, self.path, self.prompt = model_ref, Path(path), prompt
         self._model = None
         self._vecs: dict[str, np.ndarray] = {}
+        self._rank: dict[str, int] = {}
+        self._stage: int | None = None  # None: outside a stage, every vector is seen
         self._dirty = False
+        self.encoded = 0  # texts embedded by this object (not taken from the file)
         if self.path.exists():
             z = np.load(self.path, allow_pickle=False)
-            self._vecs = dict(zip(z["texts"].tolist(), z["vecs"]))
+            texts = z["texts"].tolist()
+            self._vecs = dict(zip(texts, z["vecs"]))
+            ranks = z["ranks"].tolist() if "ranks" in z.files else [self.UNKNOWN] * len(texts)
+            self._rank = dict(zip(texts, ranks))
+
+    def begin(self, stage: int) -> None:
+        """Stage number ``stage`` (its place in a fresh run's order) starts; what an earlier
+        run of the same stage embedded is no longer any stage's."""
+        self._stage = stage
+        for t, r in self._rank.items():
+            if r == stage:
+                self._rank[t] = self.UNKNOWN
+
+    def _seen(self, text: str) -> bool:
+        return text in self._vecs and (self._stage is None or self._rank[text] <= self._stage)
 
     def get(self, texts: list[str]) -> np.ndarray:
         from winnow.selectors.embeddings import encode, load_encoder
 
-        missing = sorted({t for t in texts if t not in self._vecs})
+        missing = sorted({t for t in texts if not self._seen(t)})
         if missing:
             if self._model is None:
                 self._model = load_encoder(self.model_ref)
             vecs = encode(self._model, missing, self.prompt)
+            rank = -1 if self._stage is None else self._stage
             self._vecs.update(zip(missing, vecs))
+            self._rank.update((t, rank) for t in missing)
+            self.encoded += len(missing)
             self._dirty = True
         return np.stack([self._vecs[t] for t in texts]) if texts else np.zeros((0, 1), np.float32)
 
@@ -100,5 +127,6 @@ class EmbeddingCache:
         self._dirty = False
         texts = sorted(self._vecs)
         tmp = self.path.with_name(self.path.name + ".tmp.npz")
-        np.savez(tmp, texts=np.array(texts), vecs=np.stack([self._vecs[t] for t in texts]))
+        np.savez(tmp, texts=np.array(texts), vecs=np.stack([self._vecs[t] for t in texts]),
+                 ranks=np.array([self._rank[t] for t in texts], dtype=np.int64))
         os.replace(tmp, self.path)

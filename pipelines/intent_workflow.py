@@ -93,11 +93,12 @@ class IntentRun:
                 "accuracy": float(np.mean([g == p for g, p in zip(gold, pred)]))}
 
     def stage(self, name: str):
-        """A stage function that saves the embedding cache before the stage is marked done."""
+        """A stage function that embeds as the stage would in a fresh run (``EmbeddingCache``)
+        and saves the embedding cache before the stage is marked done."""
         def fn(d: Path) -> dict[str, Any]:
+            self.emb.begin(STAGES.index(name))
             stats = getattr(self, name)(d)
-            if self._emb is not None:
-                self._emb.save()
+            self.emb.save()
             return stats
         return fn
 

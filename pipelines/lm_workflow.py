@@ -272,7 +272,7 @@ class LmRun:
             ffn_dim=n.ffn_dim, heads=n.heads, dropout=n.dropout, lr=n.lr,
             warmup_updates=n.warmup_updates, max_tokens=n.max_tokens, max_updates=n.max_updates,
             max_minutes=n.max_minutes, finetune_updates=n.finetune_updates, beam=n.beam,
-            nbest=n.nbest, seed=self.cfg.seed + member(name)[1] - 1, threads=n.threads)
+            nbest=n.nbest, lenpen=n.lenpen, seed=self.cfg.seed + member(name)[1] - 1, threads=n.threads)
 
     def _parallel(self, name: str) -> list[tuple[str, str]]:
         path = self.out / "prepare" / f"{name}.jsonl"
@@ -625,8 +625,11 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
         var, m = variant(v), member(v)[1]
         up = k[f"nmt_{var.parent}"] if var.parent else k["subword"]
         # parallel only schedules: the same translators come out however many train at once;
-        # the ensemble size only decides how many members there are, not what each one is
-        k[f"nmt_{v}"] = section_hash(up, cfg.nmt.model_dump(exclude={"parallel", "ensemble"}),
+        # the ensemble size only decides how many members there are, not what each one is;
+        # the length penalty only ranks a beam, so it reaches the translators that learn
+        # from their parent's translations (self-training) and no other
+        ignored = {"parallel", "ensemble"} | (set() if var.step == "self_train" else {"lenpen"})
+        k[f"nmt_{v}"] = section_hash(up, cfg.nmt.model_dump(exclude=ignored),
                                      var.step,
                                      cfg.self_training if var.step == "self_train" else None,
                                      cfg.seed_parallel if var.step == "seed_parallel" else None,
@@ -634,7 +637,7 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
                                      "validated at every save",
                                      *((f"member {m}",) if m > 1 else ()))
     for v in variants:
-        k[f"nbest_{v}"] = section_hash(k[f"nmt_{v}"], NBEST_OUTPUTS)
+        k[f"nbest_{v}"] = section_hash(k[f"nmt_{v}"], NBEST_OUTPUTS, cfg.nmt.lenpen)
     k["tune"] = section_hash(k["seed_lm"], [k[f"nbest_{v}"] for v in variants], cfg.rescoring,
                              cfg.lm_filter, "lm-filter-tuned", "tuned on the text's own LM",
                              *((k["bitext"], cfg.general_text) if cfg.general_text.enabled else ()))

@@ -35,6 +35,13 @@ def test_train_and_nbest(tmp_path):
     # in the beam's order: log-probability per scored position, best first
     assert all(lst == sorted(lst, key=lambda h: -h[1] / h[2]) for lst in out)
     assert all(n >= 2 for lst in out for _, _, n in lst)  # at least a subword and </s>
+    # a length penalty re-ranks the same finished hypotheses by log-prob / length ** lenpen,
+    # so above 1 the first one is never shorter
+    longer = fairseq_nmt.generate_nbest(data, [ckpt], sw, sources, "en", "de",
+                                        replace(s, lenpen=3.0), tmp_path / "lp")
+    assert all(lst == sorted(lst, key=lambda h: -h[1] / h[2] ** 3.0) for lst in longer)
+    assert [sorted(lst) for lst in longer] == [sorted(lst) for lst in out]
+    assert all(a[0][2] >= b[0][2] for a, b in zip(longer, out))
 
     # a fine-tune that over-fits (targets shuffled against their sources) with patience 1
     # stops at the first validation that does not beat the best, long before its budget,

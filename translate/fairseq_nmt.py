@@ -40,6 +40,7 @@ class NmtSettings:
     finetune_updates: int = 500
     beam: int = 5
     nbest: int = 5
+    lenpen: float = 1.0  # fairseq's --lenpen: the beam ranks by log-prob / length ** lenpen
     seed: int = 1
     threads: int = 1  # torch threads per fairseq process (OMP_NUM_THREADS)
     extra_train_args: list[str] = field(default_factory=list)
@@ -279,7 +280,7 @@ def generate_nbest(data_bin: Path, checkpoints: list[Path], subword: Subword,
     sums of fairseq's positional log-probabilities (reported in base 2),
     converted to natural log, so they are sentence log-probabilities that the LM
     rescoring can add to; ``tokens`` is how many positions were scored (subwords and
-    end of sentence), by which the beam normalised its order.
+    end of sentence): the beam orders by log-prob / tokens ** ``s.lenpen``.
     """
     gen = work / "gen"
     gen.mkdir(parents=True, exist_ok=True)
@@ -288,6 +289,7 @@ def generate_nbest(data_bin: Path, checkpoints: list[Path], subword: Subword,
     out = _run("fairseq_cli.interactive",
                [str(data_bin), "--path", ":".join(map(str, checkpoints)), "--source-lang", src,
                 "--target-lang", tgt, "--beam", str(max(s.beam, s.nbest)), "--nbest", str(s.nbest),
+                "--lenpen", str(s.lenpen),
                 "--buffer-size", "512", "--batch-size", "128", "--cpu", "--seed", str(s.seed),
                 "--max-len-a", "1.5", "--max-len-b", "10", "--input", str(src_file)],
                work / "generate.log", total=len(sources), unit="sentences",
