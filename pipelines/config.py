@@ -217,7 +217,8 @@ class LmSelfTrainingSettings(Strict):
 
 class SeedParallelSettings(Strict):
     """Fine-tuning on the seed's own parallel pairs (where ``parallel_dev`` gives the
-    seed utterances' sources): never the tuning split's nor the evaluation file's."""
+    seed utterances' sources, or back-translated ones): never the tuning split's nor the
+    evaluation file's."""
 
     enabled: bool = True
     updates: int = Field(100, ge=1, description="fine-tuning updates on the seed pairs (a few "
@@ -227,6 +228,15 @@ class SeedParallelSettings(Strict):
                               "mean of its last this many saved checkpoints (1: the one with the "
                               "lowest tuning loss); en-de: the mean of the last two translated "
                               "the tuning pairs about 1 chrF better than the lowest-loss one")
+
+
+class BackTranslationSettings(Strict):
+    """Without ``parallel_dev`` the seed has no sources: its sentences (and the tuning
+    split's) are back-translated by a translator trained target -> source on the filtered
+    bitext (Sennrich et al. 2016), so that the seed-parallel fine-tune still learns the
+    in-domain target side, and the tuning pairs still validate it."""
+
+    enabled: bool = True
 
 
 class RescoringSettings(Strict):
@@ -295,6 +305,7 @@ class LmConfig(Strict):
     nmt: NmtConfig = Field(default_factory=NmtConfig)
     self_training: LmSelfTrainingSettings = Field(default_factory=LmSelfTrainingSettings)
     seed_parallel: SeedParallelSettings = Field(default_factory=SeedParallelSettings)
+    back_translation: BackTranslationSettings = Field(default_factory=BackTranslationSettings)
     rescoring: RescoringSettings = Field(default_factory=RescoringSettings)
     lm_filter: LmFilterSettings = Field(default_factory=LmFilterSettings)
     general_text: GeneralTextSettings = Field(default_factory=GeneralTextSettings)

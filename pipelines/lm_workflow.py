@@ -12,7 +12,8 @@ Ablation rows (each row: the seed LM combined with an LM of the row's text):
   unfiltered       NMT trained on an equal-size random sample of the bitext, top-1
   embedding_filter NMT trained on the filtered bitext, top-1
   self_training    unfiltered NMT + self-training fine-tune, top-1
-  seed_parallel    unfiltered NMT fine-tuned on the seed's own parallel pairs, top-1
+  seed_parallel    unfiltered NMT fine-tuned on the seed's own parallel pairs, top-1 (without
+                   ``parallel_dev``: the seed back-translated, stage ``back_translation``)
   nbest_rescoring  unfiltered NMT, n-best rescored with the seed LM
   lm_filter        unfiltered NMT, top-1, improbable translations dropped
   general_text     unfiltered NMT, top-1, with general target text for the words it lacks
@@ -95,8 +96,14 @@ ROW_NAMES = ("seed_only", "target_text_only", "unfiltered", "embedding_filter", 
              "seed_parallel", "nbest_rescoring", "lm_filter", "general_text", "all")
 
 
+def back_translates(cfg: LmConfig) -> bool:
+    """Whether the seed's sources come from a back-translation (there is no ``parallel_dev``)."""
+    return cfg.seed_parallel.enabled and cfg.parallel_dev is None and cfg.back_translation.enabled
+
+
 def rows_for(cfg: LmConfig) -> dict[str, Row]:
-    seed_parallel = cfg.seed_parallel.enabled and cfg.parallel_dev is not None
+    seed_parallel = cfg.seed_parallel.enabled and (cfg.parallel_dev is not None
+                                                   or cfg.back_translation.enabled)
     rows = {"seed_only": Row(None), "target_text_only": Row(None, target_text=True),
             "unfiltered": Row("unfiltered"), "embedding_filter": Row("filtered"),
             "self_training": Row("unfiltered_st"), "seed_parallel": Row("unfiltered_sp"),
@@ -274,13 +281,47 @@ class LmRun:
             max_minutes=n.max_minutes, finetune_updates=n.finetune_updates, beam=n.beam,
             nbest=n.nbest, lenpen=n.lenpen, seed=self.cfg.seed + member(name)[1] - 1, threads=n.threads)
 
-    def _parallel(self, name: str) -> list[tuple[str, str]]:
-        path = self.out / "prepare" / f"{name}.jsonl"
+    def _parallel(self, name: str, back_translated: bool = False) -> list[tuple[str, str]]:
+        """(source, target) pairs of the seed or the tuning split: ``parallel_dev``'s, or
+        the back-translated ones (chrF and BLEU use only the former)."""
+        path = self.out / ("back_translation" if back_translated else "prepare") / f"{name}.jsonl"
         return [(r["src"], r["ref"]) for r in read_jsonl(path)] if path.exists() else []
 
-    def _valid(self) -> list[tuple[str, str]]:
-        return self._nmt_pairs(self._parallel("tuning_parallel")
+    def _back_translated(self, name: str) -> bool:
+        """Whether translator ``name`` learns from back-translated seed pairs."""
+        return back_translates(self.cfg) and "seed_parallel" in (variant(x).step
+                                                                 for x in chain(name))
+
+    def _valid(self, name: str) -> list[tuple[str, str]]:
+        """The pairs a translator is validated on: the tuning split's (back-translated for
+        the translators that learn from back-translated seed pairs), else general pairs."""
+        return self._nmt_pairs(self._parallel("tuning_parallel", self._back_translated(name))
                                or self._pairs(self.out / "bitext" / "filtered.jsonl")[:200])
+
+    def back_translation(self, d: Path) -> dict[str, Any]:
+        """Sources for the seed and the tuning split where no file gives them: a translator
+        trained target -> source on the filtered bitext (the filtered base's settings and
+        seed) translates their sentences, top-1.  The seed-parallel fine-tune then learns
+        the in-domain target side from real sentences, and is validated on the tuning
+        split's sentences as it is with real sources."""
+        cfg = self.cfg
+        sw = Subword(self.out / "subword" / "spm.model")
+        s = self._settings("filtered")
+        src, tgt = cfg.src_lang, cfg.tgt_lang
+        pairs = [(b, a) for a, b in self._nmt_pairs(self._pairs(self.out / "bitext" / "filtered.jsonl"))]
+        data = fairseq_nmt.binarize(d, sw, pairs, pairs[:200], tgt, src)
+        reverse = fairseq_nmt.train(data, d / "checkpoints", s, d / "train.log")
+        stats: dict[str, Any] = {"pairs": len(pairs)}
+        for name, part in (("seed_parallel", "seed.jsonl"), ("tuning_parallel", "tuning.jsonl")):
+            recs = read_jsonl(self.out / "prepare" / part)
+            lists = fairseq_nmt.generate_nbest(data, [reverse], sw,
+                                               [self._nmt_text(r["text"]) for r in recs],
+                                               tgt, src, s, d / name)
+            rows = [{"id": r["id"], "src": lst[0][0], "ref": r["text"]}
+                    for r, lst in zip(recs, lists) if lst and lst[0][0].strip()]
+            write_jsonl(d / f"{name}.jsonl", rows)
+            stats[name] = len(rows)
+        return stats
 
     def _checkpoint(self, variant: str) -> Path:
         return self.out / f"nmt_{variant}" / "checkpoints" / "checkpoint_best.pt"
@@ -312,10 +353,10 @@ class LmRun:
         src, tgt = cfg.src_lang, cfg.tgt_lang
         general = self._nmt_pairs(self._pairs(self.out / "bitext" / f"{v.base}.jsonl"))
         if v.parent is None:
-            data = fairseq_nmt.binarize(d, sw, general, self._valid(), src, tgt)
+            data = fairseq_nmt.binarize(d, sw, general, self._valid(name), src, tgt)
             fairseq_nmt.train(data, d / "checkpoints", s, d / "train.log")
             return {"pairs": len(general)}
-        seed_pairs = (self._nmt_pairs(self._parallel("seed_parallel"))
+        seed_pairs = (self._nmt_pairs(self._parallel("seed_parallel", self._back_translated(name)))
                       if "seed_parallel" in (variant(x).step for x in chain(name)) else [])
         stats: dict[str, Any] = {"seed_parallel_pairs": len(seed_pairs)}
         in_domain = list(seed_pairs)
@@ -333,12 +374,18 @@ class LmRun:
             stats["synthetic_pairs"] = len(synthetic)
         mixed = random.Random(s.seed).sample(general, min(len(in_domain), len(general)))
         base_dir = self.out / f"nmt_{chain(name)[0]}"
-        data = fairseq_nmt.binarize(d, sw, in_domain + mixed, self._valid(), src, tgt,
+        data = fairseq_nmt.binarize(d, sw, in_domain + mixed, self._valid(name), src, tgt,
                                     dict_from=base_dir / "data-bin")
-        best = fairseq_nmt.train(data, d / "checkpoints", s, d / "train.log",
-                                 restore=self._checkpoint(v.parent), updates=updates,
-                                 patience=patience, average_last=average)
-        loss, parent_loss = (fairseq_nmt.valid_loss(c) for c in (best, self._checkpoint(v.parent)))
+        parent = self._checkpoint(v.parent)
+        # a base validated on general pairs, fine-tuned on back-translated seed pairs: keep
+        # the parent or not by its loss on the back-translated tuning pairs, as the child's
+        parent_loss = (fairseq_nmt.validate(data, parent, s, d / "train.log")
+                       if self._back_translated(name) != self._back_translated(v.parent)
+                       else fairseq_nmt.valid_loss(parent))
+        best = fairseq_nmt.train(data, d / "checkpoints", s, d / "train.log", restore=parent,
+                                 updates=updates, patience=patience, average_last=average,
+                                 parent_loss=parent_loss)
+        loss = fairseq_nmt.valid_loss(best)
         return stats | {"pairs": len(in_domain) + len(mixed), "general_pairs": len(mixed),
                         "valid_loss": loss, "parent_valid_loss": parent_loss,
                         "kept_parent": loss == parent_loss,
@@ -621,6 +668,11 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
                                inputs["bitext"],
                                "embedded in groups by id hash; samples by file name")
     k["subword"] = section_hash(k["bitext"], cfg.nmt.vocab_size, cfg.nmt.normalize)
+    bt = back_translates(cfg)
+    if bt:
+        k["back_translation"] = section_hash(k["subword"], cfg.nmt.model_dump(exclude={"parallel",
+                                                                                     "ensemble"}),
+                                             "top-1 of the seed and the tuning split")
     for v in variants:
         var, m = variant(v), member(v)[1]
         up = k[f"nmt_{var.parent}"] if var.parent else k["subword"]
@@ -635,7 +687,9 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
                                      cfg.seed_parallel if var.step == "seed_parallel" else None,
                                      *((FINETUNE_OUTPUTS,) if var.parent else ()),
                                      "validated at every save",
-                                     *((f"member {m}",) if m > 1 else ()))
+                                     *((f"member {m}",) if m > 1 else ()),
+                                     *((k["back_translation"],)
+                                       if bt and var.step == "seed_parallel" else ()))
     for v in variants:
         k[f"nbest_{v}"] = section_hash(k[f"nmt_{v}"], NBEST_OUTPUTS, cfg.nmt.lenpen)
     k["tune"] = section_hash(k["seed_lm"], [k[f"nbest_{v}"] for v in variants], cfg.rescoring,
@@ -662,10 +716,14 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
     stages = []
     for name, key in keys.items():
         if name.startswith("nmt_") and name != "nmt_quality":
-            parent = variant(name[4:]).parent
-            stages.append(Stage(name, key, lambda d, v=name[4:]: run.nmt(v, d),
-                                ("subword", f"nmt_{parent}") if parent else ("subword",),
+            var = variant(name[4:])
+            deps = ("subword", *((f"nmt_{var.parent}",) if var.parent else ()),
+                    *(("back_translation",) if var.step == "seed_parallel"
+                      and "back_translation" in keys else ()))
+            stages.append(Stage(name, key, lambda d, v=name[4:]: run.nmt(v, d), deps,
                                 concurrent=True))
+        elif name == "back_translation":
+            stages.append(Stage(name, key, run.back_translation, ("subword",), concurrent=True))
         elif name.startswith("nbest_"):
             if name[6:] in needed:
                 stages.append(Stage(name, key, lambda d, v=name[6:]: run.nbest(v, d),

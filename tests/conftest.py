@@ -82,7 +82,8 @@ def lm_cmd(data: Path | str, out: Path | str, *extra: str) -> list[str]:
             f"source_in_domain={{path: '{at('en_source.jsonl')}', format: massive}}",
             f"bitext={{path: '{at('bitext.tsv')}', format: bitext}}",
             f"eval.test_path={at('de_test.jsonl')}",
-            "nmt.max_updates=60", "nmt.finetune_updates=20", "self_training.subset=40", *extra]
+            "nmt.max_updates=60", "nmt.finetune_updates=20", "seed_parallel.updates=20",
+            "self_training.subset=40", *extra]
     args = [sys.executable, "-m", "winnow.pipelines.cli", "run", str(cfg), "--quiet"]
     for s in sets:
         args += ["--set", s]

@@ -101,6 +101,32 @@ def test_lm_chain_outputs_and_accounting(lm_run):
 
 
 @pytest.mark.slow
+def test_the_seed_without_sources_is_back_translated(lm_run):
+    """The demo has no parallel_dev: a translator trained de -> en on the filtered bitext
+    gives every seed and tuning sentence a source, and the filtered translator is
+    fine-tuned on those pairs and kept or not by its loss on the back-translated tuning
+    pairs, its parent's scored on the same pairs (not the general ones it was trained on)."""
+    summary = json.loads((lm_run / "summary.json").read_text())
+    read = lambda p: [json.loads(x) for x in p.open()]  # noqa: E731
+    for name, part in (("seed_parallel", "seed"), ("tuning_parallel", "tuning")):
+        pairs = read(lm_run / "back_translation" / f"{name}.jsonl")
+        sentences = {r["id"]: r["text"] for r in read(lm_run / "prepare" / f"{part}.jsonl")}
+        assert pairs and all(sentences[r["id"]] == r["ref"] and r["src"].strip() for r in pairs)
+        assert summary["back_translation"]["stats"][name] == len(pairs)
+    assert "--source-lang de --target-lang en" in (lm_run / "back_translation" /
+                                                   "fairseq.log").read_text()
+    sp = summary["nmt_filtered_sp"]["stats"]
+    assert sp["seed_parallel_pairs"] == summary["back_translation"]["stats"]["seed_parallel"]
+    base_recorded = fairseq_nmt.valid_loss(lm_run / "nmt_filtered" / "checkpoints" /
+                                           "checkpoint_best.pt")
+    log = (lm_run / "nmt_filtered_sp" / "train.log").read_text()
+    validated = float(re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", log)[0])
+    assert sp["parent_valid_loss"] == validated != base_recorded
+    assert sp["valid_loss"] <= sp["parent_valid_loss"]
+    assert not (lm_run / "prepare" / "tuning_parallel.jsonl").exists()  # no chrF from these
+
+
+@pytest.mark.slow
 def test_an_ensemble_pools_independently_trained_translators(lm_run, demo_data, tmp_path):
     """`nmt.ensemble=2` on a finished run: the first member's stages are reused, a second
     chain trains from its own base with the next seed, and the `all` row decides each
@@ -115,13 +141,13 @@ def test_an_ensemble_pools_independently_trained_translators(lm_run, demo_data, 
     assert "nmt_filtered: done earlier" in r.stderr and "nmt_filtered_m2: running" in r.stderr
     summary = json.loads((out / "summary.json").read_text())
     last = [n for n in summary if n.startswith("nmt_filtered") and n.endswith("_m2")]
-    assert sorted(last) == ["nmt_filtered_m2", "nmt_filtered_st_m2"]  # no parallel seed here
+    assert sorted(last) == ["nmt_filtered_m2", "nmt_filtered_sp_m2", "nmt_filtered_sp_st_m2"]
     tr = summary["rows"]["stats"]["all.translations"]
     assert tr["read"] == tr["kept"] + tr["dropped"] == 400  # 200 sources x 2 translators
     rows = [json.loads(x) for x in (out / "final_lm" / "translations.jsonl").open()]
     by = {t: sorted(x["id"] for x in rows if x["translator"] == t)
-          for t in ("filtered_st", "filtered_st_m2")}
-    assert by["filtered_st"] == by["filtered_st_m2"] and len(by["filtered_st"]) == 200
+          for t in ("filtered_sp_st", "filtered_sp_st_m2")}
+    assert by["filtered_sp_st"] == by["filtered_sp_st_m2"] and len(by["filtered_sp_st"]) == 200
     kept = sum(x["kept"] for x in rows)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["all.sentences"] == (metrics["seed_only.sentences"] + kept
@@ -146,7 +172,8 @@ def test_an_ensemble_pools_independently_trained_translators(lm_run, demo_data, 
     assert q["all.ensemble.chrf"] == pytest.approx(100.0)
     log = (tmp_path / "quality" / "all.ensemble" / "generate.log").read_text()
     loaded = re.search(r"loading model\(s\) from (\S+)", log).group(1).split(":")
-    assert [Path(p).parent.parent.name for p in loaded] == ["nmt_filtered_st", "nmt_filtered_st_m2"]
+    assert [Path(p).parent.parent.name for p in loaded] == ["nmt_filtered_sp_st",
+                                                             "nmt_filtered_sp_st_m2"]
     st.release()
 
 
@@ -195,9 +222,10 @@ def test_lm_chain_runs_with_inputs_and_outputs_in_a_bucket(lm_run, demo_data, s3
 
 def test_rows_and_translator_chains(demo_data, tmp_path):
     """`all` fine-tunes the filtered translator on the seed's parallel pairs, then self-trains
-    it; without parallel sources for the seed it only self-trains, and the seed_parallel row
-    goes.  Every row has a place in the table's order."""
-    from winnow.pipelines.lm_workflow import ROW_NAMES, Row, chain, rows_for
+    it; without parallel sources the seed is back-translated, and without that either it
+    only self-trains and the seed_parallel row goes.  Every row has a place in the table's
+    order."""
+    from winnow.pipelines.lm_workflow import ROW_NAMES, Row, back_translates, chain, rows_for
 
     cfg = load_config(REPO / "configs" / "massive-de.yaml", [f"output_dir={tmp_path}"],
                       check_files=False)
@@ -220,8 +248,14 @@ def test_rows_and_translator_chains(demo_data, tmp_path):
     assert "general_text" not in off and not off["all"].general_text
     assert rows["target_text_only"].target_text and rows["target_text_only"].nmt is None
     hi = load_config(REPO / "configs" / "snips-hi.yaml", [f"output_dir={tmp_path}"], check_files=False)
-    assert chain(rows_for(hi)["all"].nmt) == ["filtered", "filtered_st"]
-    assert "seed_parallel" not in rows_for(hi)
+    assert hi.parallel_dev is None and back_translates(hi) and not back_translates(cfg)
+    assert chain(rows_for(hi)["all"].nmt) == ["filtered", "filtered_sp", "filtered_sp_st"]
+    assert "seed_parallel" in rows_for(hi)
+    no_bt = load_config(REPO / "configs" / "snips-hi.yaml",
+                        [f"output_dir={tmp_path}", "back_translation.enabled=false"],
+                        check_files=False)
+    assert chain(rows_for(no_bt)["all"].nmt) == ["filtered", "filtered_st"]
+    assert "seed_parallel" not in rows_for(no_bt) and not back_translates(no_bt)
     assert len(hi.bitext) == 3 and {b.format for b in hi.bitext} == {"bitext"}
 
 
@@ -255,6 +289,6 @@ def test_nmt_quality_scores_every_translator_trained(lm_run, tmp_path):
     own = run._translate(["filtered"], TUNING_SOURCES, tmp_path / "gen")
     out = quality_against(run, own, tmp_path)
     assert out["variant.filtered.chrf"] == pytest.approx(100.0)
-    assert set(out) >= {"variant.filtered_st.chrf", "variant.filtered_st.bleu", "all.chrf"}
-    assert 0 <= out["variant.filtered_st.chrf"] <= 100
+    assert set(out) >= {"variant.filtered_sp_st.chrf", "variant.filtered_sp_st.bleu", "all.chrf"}
+    assert 0 <= out["variant.filtered_sp_st.chrf"] <= 100
     st.release()

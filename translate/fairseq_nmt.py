@@ -146,12 +146,14 @@ def binarize(work: Path, subword: Subword, train: list[tuple[str, str]],
 
 def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
           restore: Path | None = None, updates: int | None = None, patience: int = 0,
-          average_last: int = 1) -> Path:
+          average_last: int = 1, parent_loss: float | None = None) -> Path:
     """Train (or, with ``restore``, fine-tune) a transformer; returns the best checkpoint.
     ``patience`` > 0 stops after that many validations in a row fail to beat the best
     (fairseq's ``--patience``): a fine-tune that over-fits stops instead of running on.
     ``average_last`` > 1 returns instead the parameter mean of the last that many saved
-    checkpoints (``average_checkpoints``), validated on the same pairs."""
+    checkpoints (``average_checkpoints``), validated on the same pairs.  A fine-tune keeps
+    ``restore`` where no update beats it on the validation pairs: by ``parent_loss``, its
+    loss on these pairs, where it was validated on others (default: its recorded loss)."""
     save_dir.mkdir(parents=True, exist_ok=True)
     every = max(25, (updates or s.max_updates) // 4)
     args = [str(data_bin), "--arch", "transformer", "--share-all-embeddings",
@@ -189,10 +191,16 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
         set_valid_loss(best, validate(data_bin, best, s, log))
     if not best.exists():
         return save_dir / "checkpoint_last.pt"
-    if restore is not None and valid_loss(best) >= valid_loss(restore):
+    if restore is None:
+        return best
+    recorded = valid_loss(restore)
+    parent = recorded if parent_loss is None else parent_loss
+    if valid_loss(best) >= parent:
         # the restored model is the fine-tune's update 0: kept where no update beat it on
-        # the validation pairs (the caller validates parent and fine-tune on the same pairs)
+        # the validation pairs
         shutil.copyfile(restore, best)
+        if parent != recorded:
+            set_valid_loss(best, parent)
     return best
 
 
