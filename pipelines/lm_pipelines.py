@@ -172,8 +172,10 @@ def build_bitext_filter(p: beam.Pipeline, bitext: list[InputFile], s: BitextFilt
 class ChooseTranslation(beam.DoFn):
     """n-best list -> chosen translation (top-1 or LM-rescored) -> kept / dropped."""
 
-    def __init__(self, lm_path: str, lm_weight: float | None, threshold: float | None):
+    def __init__(self, lm_path: str, lm_weight: float | None, threshold: float | None,
+                 lenpen: float = 1.0):
         self.lm_path, self.lm_weight, self.threshold = lm_path, lm_weight, threshold
+        self.lenpen = lenpen
 
     def setup(self) -> None:
         self.lm = LanguageModel(self.lm_path)
@@ -185,16 +187,17 @@ class ChooseTranslation(beam.DoFn):
         if not nbest:
             yield Decision(rec, False, "empty_translation")
             return
-        yield choose(rec, nbest, self.lm, self.lm_weight, self.threshold)
+        yield choose(rec, nbest, self.lm, self.lm_weight, self.threshold, self.lenpen)
 
 
 def choose(rec: BitextPair, nbest: list[Hypothesis], lm: LanguageModel, lm_weight: float | None,
-           threshold: float | None) -> Decision:
-    """The one decision rule for translations, used by Beam and by λ tuning alike."""
+           threshold: float | None, lenpen: float = 1.0) -> Decision:
+    """The one decision rule for translations, used by Beam and by λ tuning alike
+    (``lenpen``: the length penalty the n-best lists were ranked by)."""
     if lm_weight is None:
         text, nmt, rank = nbest[0].text, nbest[0].nmt_score, 0
     else:
-        best = rescore(nbest, lm, lm_weight)[0]
+        best = rescore(nbest, lm, lm_weight, lenpen)[0]
         text, nmt, rank = best.text, best.nmt_score, best.rank_before
     per_token = lm.per_token(text)
     out = BitextPair(id=rec.id, src=rec.src, tgt=text, source=rec.source)
@@ -205,7 +208,8 @@ def choose(rec: BitextPair, nbest: list[Hypothesis], lm: LanguageModel, lm_weigh
 
 
 def build_translation_filter(p: beam.Pipeline, nbest: dict[str, str], lm_path: str,
-                             lm_weight: float | None, threshold: float | None, out_dir: str) -> None:
+                             lm_weight: float | None, threshold: float | None, out_dir: str,
+                             lenpen: float = 1.0) -> None:
     """``nbest``: {translator: its n-best file}.  Several translators (an ensemble) pool
     their decisions; each record's ``source`` names its translator, so a source sentence
     has one decision per translator."""
@@ -213,5 +217,5 @@ def build_translation_filter(p: beam.Pipeline, nbest: dict[str, str], lm_path: s
              | f"Parse{i}" >> beam.Map(lambda line, t: {**json.loads(line), "source": t}, name)
              for i, (name, path) in enumerate(sorted(nbest.items()))]
     (reads | "Pool" >> beam.Flatten()
-     | "Choose" >> beam.ParDo(ChooseTranslation(lm_path, lm_weight, threshold))
+     | "Choose" >> beam.ParDo(ChooseTranslation(lm_path, lm_weight, threshold, lenpen))
      | "Write" >> WriteDecisions(TRANSLATION_STAGE, out_dir))

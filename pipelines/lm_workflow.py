@@ -446,7 +446,7 @@ class LmRun:
             return [dec.record.tgt for r in nbest
                     if (dec := choose(BitextPair(r["id"], r["src"], ""),
                                       [Hypothesis(*h) for h in r["nbest"]], lm, weight,
-                                      threshold)).kept]
+                                      threshold, self.cfg.nmt.lenpen)).kept]
 
         def on_tuning(text: list[str], tag: str) -> Candidate:
             # the text's own best LM, not the deliverable: where the seed beats every
@@ -521,7 +521,8 @@ class LmRun:
         t = threshold if row.lm_filter else None
         lm_path = str(self.out / "seed_lm" / "seed.binary")
         counts = run_pipeline(
-            lambda p: build_translation_filter(p, nbest, lm_path, w, t, self.st.sink(rd)),
+            lambda p: build_translation_filter(p, nbest, lm_path, w, t, self.st.sink(rd),
+                                               self.cfg.nmt.lenpen),
             pipeline_options(self.cfg.beam, self.beam_args))
         self.st.pull(rd)
         metrics[f"{name}.translations"] = check_accounting("translations", counts)
@@ -599,7 +600,8 @@ class LmRun:
                 return {"skipped": "no parallel_dev"}
             score(name, [normalize(choose(BitextPair(r["id"], r["src"], ""),
                                           [Hypothesis(*h) for h in r["nbest"]], lm,
-                                          weight if row.rescore else None, None).record.tgt)
+                                          weight if row.rescore else None, None,
+                                          self.cfg.nmt.lenpen).record.tgt)
                          if r["nbest"] else "" for r in rows],
                   [[normalize(r["ref"]) for r in rows]])
         # every translator trained, rows or not (e.g. filtered_sp, the step before
@@ -694,6 +696,7 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
         k[f"nbest_{v}"] = section_hash(k[f"nmt_{v}"], NBEST_OUTPUTS, cfg.nmt.lenpen)
     k["tune"] = section_hash(k["seed_lm"], [k[f"nbest_{v}"] for v in variants], cfg.rescoring,
                              cfg.lm_filter, "lm-filter-tuned", "tuned on the text's own LM",
+                             "rescored by the beam's length penalty",
                              *((k["bitext"], cfg.general_text) if cfg.general_text.enabled else ()))
     k["rows"] = section_hash(k["tune"], cfg.ablation, "deliverable-v4",
                              *(("general-text",) if cfg.general_text.enabled else ()))

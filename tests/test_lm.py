@@ -63,6 +63,12 @@ def test_rescoring_without_the_lm_keeps_the_beams_length_normalised_choice(seed_
     nbest = [Hypothesis("stelle einen wecker für sieben uhr", -2.4, 8),  # -0.30 per position
              Hypothesis("stelle einen", -1.5, 3)]  # -0.50 per position
     assert rescore(nbest, seed_lm, 0.0)[0].text == nbest[0].text
+    # a beam that ranked with a length penalty of 2 put the long one first (-4.0 / 8 ** 2
+    # against -1.2 / 3 ** 2): lm_weight 0 keeps that order, where per position it would not
+    ranked = [Hypothesis("stelle einen wecker für sieben uhr", -4.0, 8),
+              Hypothesis("stelle einen", -1.2, 3)]
+    assert rescore(ranked, seed_lm, 0.0, lenpen=2.0)[0].text == ranked[0].text
+    assert rescore(ranked, seed_lm, 0.0)[0].text == ranked[1].text
 
 
 def test_evaluation_scores_seed_vocab_tokens_only(seed_lm):
