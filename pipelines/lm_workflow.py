@@ -455,7 +455,7 @@ class LmRun:
             shutil.rmtree(d / tag)
             self.st.log(f"tune: {tag} -> tuning perplexity {ev.perplexity:.2f}, OOV "
                         f"{ev.oov_rate:.4f} ({len(text)} sentences)")
-            return Candidate(ev.perplexity, ev.oov_rate)
+            return Candidate(ev.perplexity, ev.oov_rate, ev.test_words)
 
         stats: dict[str, Any] = {}
         weight = cfg.rescoring.lm_weight
@@ -483,13 +483,13 @@ class LmRun:
             limit = None if g.oov_goal is None else g.oov_goal * seed_oov
             amount = choose_amount(amounts, limit)
             stats["general_text_grid"] = {f"{a.in_domain}+{a.new_words}": {
-                "perplexity": round(c.perplexity, 3), "oov_rate": round(c.oov_rate, 4)}
-                for a, c in amounts.items()}
+                "perplexity": round(c.perplexity, 3), "oov_rate": round(c.oov_rate, 4),
+                "words": c.words} for a, c in amounts.items()}
             stats["general_text"] = {"in_domain": amount.in_domain,
                                      "new_words": amount.new_words, "oov_limit": limit,
                                      "within_goal": limit is not None
-                                     and amounts[amount].oov_rate <= limit}
-            if limit is not None and amounts[amount].oov_rate > limit:
+                                     and amounts[amount].oov_upper <= limit}
+            if limit is not None and amounts[amount].oov_upper > limit:
                 self.st.log(f"tune: no amount of general text reaches the OOV goal "
                             f"({limit:.4f} on the tuning split); took the lowest perplexity")
         return stats
@@ -696,7 +696,7 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
         k[f"nbest_{v}"] = section_hash(k[f"nmt_{v}"], NBEST_OUTPUTS, cfg.nmt.lenpen)
     k["tune"] = section_hash(k["seed_lm"], [k[f"nbest_{v}"] for v in variants], cfg.rescoring,
                              cfg.lm_filter, "lm-filter-tuned", "tuned on the text's own LM",
-                             "rescored by the beam's length penalty",
+                             "rescored by the beam's length penalty", "OOV goal at 95%",
                              *((k["bitext"], cfg.general_text) if cfg.general_text.enabled else ()))
     k["rows"] = section_hash(k["tune"], cfg.ablation, "deliverable-v4",
                              *(("general-text",) if cfg.general_text.enabled else ()))

@@ -74,7 +74,7 @@ def test_lm_chain_outputs_and_accounting(lm_run):
     # tuning perplexity within the OOV goal, drawn from the bitext's target sides, and in
     # the LM's text after the seed and the kept translations
     from winnow.lm.general_text import Amount, Candidate, choose_amount
-    amounts = {Amount(*map(int, k.split("+"))): Candidate(c["perplexity"], c["oov_rate"])
+    amounts = {Amount(*map(int, k.split("+"))): Candidate(c["perplexity"], c["oov_rate"], c["words"])
                for k, c in tuned["general_text_grid"].items()}
     assert set(amounts) == {Amount(a, b) for a in (0, 100) for b in (0, 50)}
     chosen = tuned["general_text"]
