@@ -32,7 +32,7 @@ def test_choose_amount_takes_the_lowest_perplexity_within_the_oov_goal():
 
 def test_the_oov_goal_must_hold_with_confidence_on_few_tuning_words():
     """0.073 on 2,600 tuning words is under a 0.0737 goal, but its one-sided 95% bound
-    (0.073 + 1.645 x 0.0051 = 0.0814) is not: the amount with 0.064 (bound 0.0718) is taken,
+    (0.073 + 1.645 x 0.0051 = 0.0814) is not: the amount with 0.064 (bound 0.0719) is taken,
     at a higher tuning perplexity.  With many more words the first one would do."""
     grid = {Amount(10, 5): Candidate(59.7, 0.073, 2600), Amount(5, 10): Candidate(60.4, 0.064, 2600)}
     assert grid[Amount(10, 5)].oov_upper > 0.0737 >= grid[Amount(5, 10)].oov_upper
