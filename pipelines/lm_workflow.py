@@ -102,7 +102,8 @@ def back_translates(cfg: LmConfig) -> bool:
 
 
 def rows_for(cfg: LmConfig) -> dict[str, Row]:
-    seed_parallel = cfg.seed_parallel.enabled and cfg.parallel_dev is not None or back_translates(cfg)
+    seed_parallel = ((cfg.seed_parallel.enabled and cfg.parallel_dev is not None)
+                     or back_translates(cfg))
     rows = {"seed_only": Row(None), "target_text_only": Row(None, target_text=True),
             "unfiltered": Row("unfiltered"), "embedding_filter": Row("filtered"),
             "self_training": Row("unfiltered_st"), "seed_parallel": Row("unfiltered_sp"),
