@@ -6,7 +6,7 @@ mix of a million pairs is ranked in minutes and only a shortlist reaches the sen
 encoder, whose distance to the in-domain centroid (the paper's criterion) decides.
 
 As in Moore & Lewis, both models share the in-domain vocabulary: the general LM is trained
-on text whose words outside it are one token, ``OOV_TOKEN``, and queried the same way.
+on text whose words outside it are one token, ``lm.text.OOV_TOKEN``, and queried the same way.
 Without that, each word unknown to both models scores ``<unk>`` in each, and a small
 in-domain LM gives ``<unk>`` more mass than a large general one, so sentences full of
 unknown words (software strings, names) would look in-domain.
@@ -14,15 +14,7 @@ unknown words (software strings, names) would look in-domain.
 from __future__ import annotations
 
 from winnow.lm.scoring import LanguageModel
-from winnow.lm.text import normalize
-
-OOV_TOKEN = "oovtoken"  # a word outside the in-domain vocabulary, for the general LM
-
-
-def map_to_vocabulary(text: str, vocabulary: set[str]) -> str:
-    """Normalised text with every word outside ``vocabulary`` replaced by ``OOV_TOKEN``:
-    what the general LM is trained on and queried with."""
-    return " ".join(w if w in vocabulary else OOV_TOKEN for w in normalize(text).split())
+from winnow.lm.text import map_to_vocabulary
 
 
 class CrossEntropyDifference:

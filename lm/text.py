@@ -27,3 +27,14 @@ def normalize(text: str) -> str:
         else:
             out.append(" ")
     return " ".join("".join(out).split())
+
+
+OOV_TOKEN = "oovtoken"  # one token for every word outside a chosen vocabulary
+
+
+def map_to_vocabulary(text: str, vocabulary: set[str]) -> str:
+    """Normalised text with every word outside ``vocabulary`` replaced by ``OOV_TOKEN``.
+
+    An LM trained on such text spends on that one token the mass it would spread over
+    the words left out, instead of learning each of them as a word of its own."""
+    return " ".join(w if w in vocabulary else OOV_TOKEN for w in normalize(text).split())

@@ -282,6 +282,9 @@ class GeneralTextSettings(Strict):
 class FinalLmSettings(Strict):
     order: int = Field(3, ge=1, le=6)
     memory: str = "1G"
+    # a word of the added text outside the seed's vocabulary stays a word of the LM only
+    # when the text has it this often; rarer ones become one token (lm.combine says why)
+    new_word_min_count: int = Field(1, ge=1)
 
 
 class LmConfig(Strict):

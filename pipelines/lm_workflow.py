@@ -36,10 +36,9 @@ from winnow.lm.evaluation import evaluate, seed_vocabulary
 from winnow.lm.combine import Combined, combine
 from winnow.lm.general_text import Amount, Candidate, choose_amount, select
 from winnow.lm.kenlm_tools import train_lm, write_text
-from winnow.lm.moore_lewis import map_to_vocabulary
 from winnow.lm.rescoring import Hypothesis
 from winnow.lm.scoring import LanguageModel, percentile_threshold
-from winnow.lm.text import normalize
+from winnow.lm.text import map_to_vocabulary, normalize
 from winnow.pipelines.beam_io import (check_accounting, check_accounting_by_file, iter_jsonl_shards,
                                       pipeline_options, read_jsonl_shards, run_pipeline, source_file)
 from winnow.pipelines import fileio
@@ -311,7 +310,7 @@ class LmRun:
         pairs = [(b, a) for a, b in self._nmt_pairs(self._pairs(self.out / "bitext" / "filtered.jsonl"))]
         data = fairseq_nmt.binarize(d, sw, pairs, pairs[:200], tgt, src)
         reverse = fairseq_nmt.train(data, d / "checkpoints", s, d / "train.log")
-        stats: dict[str, Any] = {"pairs": len(pairs)}
+        stats: dict[str, Any] = {"pairs": len(pairs)} | self._base_trained(d, s)
         for name, part in (("seed_parallel", "seed.jsonl"), ("tuning_parallel", "tuning.jsonl")):
             recs = read_jsonl(self.out / "prepare" / part)
             lists = fairseq_nmt.generate_nbest(data, [reverse], sw,
@@ -322,6 +321,19 @@ class LmRun:
             write_jsonl(d / f"{name}.jsonl", rows)
             stats[name] = len(rows)
         return stats
+
+    def _base_trained(self, d: Path, s: fairseq_nmt.NmtSettings) -> dict[str, Any]:
+        """The updates a base translator reached, and a warning where ``nmt.max_minutes``
+        cut it short of ``nmt.max_updates`` (under load, en-hi's ensemble members stopped
+        at 766 and 763 of 800)."""
+        log = d / "train.log"
+        updates, cut = fairseq_nmt.updates_reached(log), fairseq_nmt.cut_by_time(log)
+        if cut:
+            self.st.log(f"{d.name.removesuffix('.tmp')}: WARNING nmt.max_minutes "
+                        f"({s.max_minutes:g}) stopped training at {updates} of "
+                        f"{s.max_updates} updates; raise it, or run with the cores free, for a "
+                        "translator that does not depend on the load")
+        return {"updates": updates, "cut_by_max_minutes": cut}
 
     def _checkpoint(self, variant: str) -> Path:
         return self.out / f"nmt_{variant}" / "checkpoints" / "checkpoint_best.pt"
@@ -355,7 +367,7 @@ class LmRun:
         if v.parent is None:
             data = fairseq_nmt.binarize(d, sw, general, self._valid(name), src, tgt)
             fairseq_nmt.train(data, d / "checkpoints", s, d / "train.log")
-            return {"pairs": len(general)}
+            return {"pairs": len(general)} | self._base_trained(d, s)
         seed_pairs = (self._nmt_pairs(self._parallel("seed_parallel", self._back_translated(name)))
                       if "seed_parallel" in (variant(x).step for x in chain(name)) else [])
         stats: dict[str, Any] = {"seed_parallel_pairs": len(seed_pairs)}
@@ -411,7 +423,8 @@ class LmRun:
         cfg = self.cfg
         seed = self._texts("seed.jsonl")
         return combine(self.out / "seed_lm", "seed", seed, text, self._texts("tuning.jsonl"),
-                       seed_vocabulary(seed), d, cfg.final_lm.order, cfg.final_lm.memory)
+                       seed_vocabulary(seed), d, cfg.final_lm.order, cfg.final_lm.memory,
+                       cfg.final_lm.new_word_min_count)
 
     @functools.cached_property
     def _general_ranked(self) -> list[str]:
@@ -665,7 +678,8 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
     k["prepare"] = section_hash(package_version(), cfg.target_seed, cfg.source_in_domain,
                                 cfg.parallel_dev, cfg.tuning_fraction, cfg.eval, cfg.seed,
                                 inputs["prepare"])
-    k["seed_lm"] = section_hash(k["prepare"], cfg.final_lm)
+    # the seed LM reads the order and memory only
+    k["seed_lm"] = section_hash(k["prepare"], cfg.final_lm.model_dump(exclude={"new_word_min_count"}))
     k["bitext"] = section_hash(k["seed_lm"], cfg.bitext, cfg.bitext_filter, cfg.tgt_lang,
                                inputs["bitext"],
                                "embedded in groups by id hash; samples by file name")
@@ -695,7 +709,8 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
     for v in variants:
         k[f"nbest_{v}"] = section_hash(k[f"nmt_{v}"], NBEST_OUTPUTS, cfg.nmt.lenpen)
     k["tune"] = section_hash(k["seed_lm"], [k[f"nbest_{v}"] for v in variants], cfg.rescoring,
-                             cfg.lm_filter, "lm-filter-tuned", "tuned on the text's own LM",
+                             cfg.lm_filter, cfg.final_lm.new_word_min_count, "lm-filter-tuned",
+                             "tuned on the text's own LM",
                              "rescored by the beam's length penalty", "OOV goal at 95%",
                              *((k["bitext"], cfg.general_text) if cfg.general_text.enabled else ()))
     k["rows"] = section_hash(k["tune"], cfg.ablation, "deliverable-v4",

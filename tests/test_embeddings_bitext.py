@@ -139,7 +139,8 @@ def test_bitext_filter_keeps_exactly_n_where_ids_and_distances_tie(tmp_path, e5)
 def test_moore_lewis_ranks_in_domain_text_first(tmp_path):
     from winnow.lm.evaluation import seed_vocabulary
     from winnow.lm.kenlm_tools import train_lm
-    from winnow.lm.moore_lewis import OOV_TOKEN, CrossEntropyDifference, map_to_vocabulary
+    from winnow.lm.moore_lewis import CrossEntropyDifference
+    from winnow.lm.text import OOV_TOKEN, map_to_vocabulary
     from winnow.lm.scoring import LanguageModel
 
     seed = ["stelle einen wecker für sieben uhr", "wie wird das wetter morgen",
@@ -165,7 +166,7 @@ def test_bitext_mix_shortlists_by_moore_lewis_and_accounts_per_source(tmp_path, 
     dropped + rejected per file; only the Moore-Lewis shortlist reaches the encoder."""
     from winnow.lm.evaluation import seed_vocabulary
     from winnow.lm.kenlm_tools import train_lm
-    from winnow.lm.moore_lewis import map_to_vocabulary
+    from winnow.lm.text import map_to_vocabulary
     from winnow.pipelines.beam_io import (check_accounting, check_accounting_by_file,
                                           pipeline_options, read_jsonl_shards, run_pipeline)
     from winnow.pipelines.config import BeamSettings, BitextFilterSettings, InputFile

@@ -27,6 +27,14 @@ def test_train_and_nbest(tmp_path):
     data = fairseq_nmt.binarize(tmp_path, sw, PAIRS, PAIRS[:8], "en", "de")
     ckpt = fairseq_nmt.train(data, tmp_path / "ckpt", s, tmp_path / "train.log")
     assert ckpt.exists()
+    assert fairseq_nmt.updates_reached(tmp_path / "train.log") == 60
+    assert not fairseq_nmt.cut_by_time(tmp_path / "train.log")
+    # a time limit far below the budget's needs (0.72 s) stops training short of it, and
+    # the log says so
+    fairseq_nmt.train(data, tmp_path / "ckpt_cut", replace(s, max_updates=5000, max_minutes=0.012),
+                      tmp_path / "cut.log")
+    assert fairseq_nmt.cut_by_time(tmp_path / "cut.log")
+    assert 0 < fairseq_nmt.updates_reached(tmp_path / "cut.log") < 5000
     sources = ["set an alarm for two", "set an alarm"]
     out = fairseq_nmt.generate_nbest(data, [ckpt], sw, sources, "en", "de", s, tmp_path)
     assert len(out) == 2 and all(len(lst) == 3 for lst in out)

@@ -210,3 +210,36 @@ def test_combine_tunes_the_weights_on_the_tuning_split_and_delivers_the_better_m
     junk = combine(seed_dir, "seed", SEED, ["qq zz xx yy"] * 30, tuning, vocab, tmp_path / "junk", 3, "1G")
     assert junk.deliverable == "seed"
     assert junk.binary.read_bytes() == (seed_dir / "seed.binary").read_bytes()
+
+
+def _arpa_words(path) -> set[str]:
+    """The unigrams of an ARPA file."""
+    lines = path.read_text(encoding="utf-8").split("\\1-grams:\n", 1)[1].split("\n\n", 1)[0]
+    return {line.split("\t")[1] for line in lines.splitlines()}
+
+
+def test_new_word_min_count_keeps_the_seed_words_and_the_text_words_it_repeats(tmp_path):
+    """With ``new_word_min_count`` 2, a word the text has once and the seed never had is
+    ``OOV_TOKEN`` in the text LM, the pooled LM and their interpolation; a word the text
+    repeats stays a word, and so does a seed word the text has once."""
+    from winnow.lm.combine import combine
+    from winnow.lm.evaluation import seed_vocabulary
+    from winnow.lm.text import OOV_TOKEN
+
+    seed_dir = tmp_path / "seed"
+    train_lm(SEED, seed_dir, "seed", order=3, intermediate=True)
+    vocab = seed_vocabulary(SEED)
+    seed_word = sorted(vocab)[0]
+    text = ["spiele musik von zwiebelkuchen", "spiele musik von quarkstrudel",
+            "spiele musik von quarkstrudel", f"bitte {seed_word}"]
+    assert {"zwiebelkuchen", "quarkstrudel"}.isdisjoint(vocab)
+    tuning = ["stelle einen wecker für acht uhr"]
+    for min_count, dropped in ((1, set()), (2, {"zwiebelkuchen"})):
+        d = tmp_path / f"min{min_count}"
+        c = combine(seed_dir, "seed", SEED, text, tuning, vocab, d, 3, "1G",
+                    new_word_min_count=min_count)
+        for arpa in (d / "text.arpa", d / "pooled.arpa", c.interpolated.with_suffix(".arpa")):
+            words = _arpa_words(arpa)
+            assert {"quarkstrudel", seed_word} <= words
+            assert "zwiebelkuchen" in words if not dropped else dropped.isdisjoint(words)
+            assert (OOV_TOKEN in words) == bool(dropped)

@@ -68,6 +68,11 @@ def test_lm_chain_outputs_and_accounting(lm_run):
     assert "--patience 1" in (lm_run / st_variant / "train.log").read_text()
     assert summary[st_variant]["stats"]["stopped_early"] == fairseq_nmt.stopped_early(
         lm_run / st_variant / "train.log")
+    # a base's stats say how far it trained, and whether max_minutes (2 in the demo) cut it
+    # short of max_updates (60 in lm_cmd)
+    base = summary["nmt_filtered"]["stats"]
+    assert base["updates"] == fairseq_nmt.updates_reached(lm_run / "nmt_filtered" / "train.log") > 0
+    assert base["cut_by_max_minutes"] == (base["updates"] < 60)
     tr = summary["rows"]["stats"]["all.translations"]
     assert tr["read"] == tr["kept"] + tr["dropped"] == 200
     # general text for the words the translations lack: the grid's amount with the lowest

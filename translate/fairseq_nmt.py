@@ -204,13 +204,30 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
     return best
 
 
-EARLY_STOP = "early stop since valid performance hasn't improved"  # fairseq's log line
+EARLY_STOP = "early stop since valid performance hasn't improved"  # fairseq's log lines
+TIME_LIMIT = "Stopping training due to cumulative_training_time"
+
+
+def _last_run(log: Path) -> str:
+    """The last run logged to ``log`` (``_run`` appends each after a ``$ command`` line)."""
+    return log.read_text(encoding="utf-8").rsplit("\n$ ", 1)[-1]
 
 
 def stopped_early(log: Path) -> bool:
-    """Whether the last training run logged to ``log`` ended by ``--patience`` (``_run``
-    appends each run after a ``$ command`` line)."""
-    return EARLY_STOP in log.read_text(encoding="utf-8").rsplit("\n$ ", 1)[-1]
+    """Whether the last training run logged to ``log`` ended by ``--patience``."""
+    return EARLY_STOP in _last_run(log)
+
+
+def cut_by_time(log: Path) -> bool:
+    """Whether the last training run logged to ``log`` ended at ``max_minutes``
+    (``--stop-time-hours``) before its update budget: its translator then depends on how
+    busy the machine was."""
+    return TIME_LIMIT in _last_run(log)
+
+
+def updates_reached(log: Path) -> int:
+    """The last update the last training run logged to ``log`` reached."""
+    return max((int(n) for n in _UPDATES.findall(_last_run(log))), default=0)
 
 
 def valid_loss(checkpoint: Path) -> float:
