@@ -97,10 +97,12 @@ class ParaphraseSettings(Strict):
 
 
 class DiversitySettings(Strict):
-    objective: Literal["novelty", "coverage"] = Field(
+    objective: Literal["novelty", "coverage", "in_domain"] = Field(
         "novelty", description="novelty: the paper's worst-paraphrase-first order; coverage: "
         "the candidate that paraphrases most of the candidates the grown set does not yet "
-        "(facility location over the detector, selectors/diversity.py)")
+        "(facility location over the detector, selectors/diversity.py); in_domain: the "
+        "domain classifier's probability alone, most in-register first (needs "
+        "in_domain_weighting)")
     batch_size: int = Field(10, ge=1)
     rounds: int = Field(20, ge=1)
     confident_fraction: float = Field(
@@ -110,6 +112,13 @@ class DiversitySettings(Strict):
         True, description="multiply each candidate's novelty by the probability that a "
         "domain classifier (annotated data against the selected pool) gives it of looking "
         "like the annotated data (false: the paper's plain worst-paraphrase-first order)")
+
+    @model_validator(mode="after")
+    def _in_domain_needs_its_weights(self) -> "DiversitySettings":
+        if self.objective == "in_domain" and not self.in_domain_weighting:
+            raise ValueError("diversity.objective: in_domain ranks by the domain classifier's "
+                             "probability, which diversity.in_domain_weighting: false turns off")
+        return self
 
 
 class IntentConfig(Strict):

@@ -287,12 +287,13 @@ class IntentRun:
                                      ("facility_location", facility_location_order(c_emb, budget))):
                 peers += [{"order": name, "intent": intent, "rank": rank, "id": cands[i]["id"]}
                           for rank, i in enumerate(picks)]
-            select = coverage_order if self.cfg.diversity.objective == "coverage" else diversity_order
-            order = select(det, c_emb, a_emb, self.cfg.diversity.batch_size,
-                           self.cfg.diversity.rounds,
-                           confidence_tiers([r["confidence"] for r in cands],
-                                            self.cfg.diversity.confident_fraction),
-                           weights)
+            dv = self.cfg.diversity
+            args = (det, c_emb, a_emb, dv.batch_size, dv.rounds,
+                    confidence_tiers([r["confidence"] for r in cands], dv.confident_fraction),
+                    weights)
+            # in_domain without weights (a pool too small for the classifier): the plain order
+            order = (coverage_order(*args) if dv.objective == "coverage" else
+                     diversity_order(*args, novelty=dv.objective != "in_domain" or not weights))
             for rank, (i, rnd, prob) in enumerate(order):
                 rows.append({"id": cands[i]["id"], "intent": intent, "rank": rank, "round": rnd,
                              "max_paraphrase_prob": round(prob, 6),

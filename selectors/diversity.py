@@ -33,13 +33,15 @@ def max_logits(det: ParaphraseDetector, cand: np.ndarray, ref: np.ndarray) -> np
 
 def diversity_order(det: ParaphraseDetector, cand: np.ndarray, annotated: np.ndarray,
                     batch_size: int, rounds: int | None = None,
-                    tiers: np.ndarray | None = None, weights: np.ndarray | None = None
-                    ) -> list[tuple[int, int, float]]:
+                    tiers: np.ndarray | None = None, weights: np.ndarray | None = None,
+                    novelty: bool = True) -> list[tuple[int, int, float]]:
     """Candidate indices in selection order: (index, round, max paraphrase probability).
 
     Each round takes the candidates of highest novelty x weight, novelty being 1 - the
     best paraphrase probability against the grown set; without ``weights`` that is the
-    plain order of the method, the lowest best paraphrase probability first.
+    plain order of the method, the lowest best paraphrase probability first.  With
+    ``novelty`` false the weight alone ranks (``diversity.objective: in_domain``), and each
+    pick's best paraphrase probability is still recorded, so the orders compare.
 
     ``tiers`` (optional, one small integer per candidate) fills each round from the
     lowest tier that still has candidates first -- e.g. tier 0 for confidently
@@ -58,7 +60,7 @@ def diversity_order(det: ParaphraseDetector, cand: np.ndarray, annotated: np.nda
     while alive.any() and (rounds is None or r < rounds):
         idx = np.flatnonzero(alive)
         # log(novelty x weight), novelty = 1 - sigmoid(best logit) = exp(-softplus(best))
-        score = log_w[idx] - np.logaddexp(0.0, best[idx].astype(np.float64))
+        score = log_w[idx] - (np.logaddexp(0.0, best[idx].astype(np.float64)) if novelty else 0.0)
         take = idx[np.lexsort((idx, -score, tier[idx]))[:batch_size]]
         for i in take:
             z = float(best[i])

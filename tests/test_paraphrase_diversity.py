@@ -151,6 +151,32 @@ def test_weights_multiply_novelty_and_without_them_the_order_is_the_plain_one():
     assert order[0] == dup and order[-1] == plain[0][0]
 
 
+def test_without_novelty_the_weight_alone_ranks_within_each_tier():
+    """``diversity.objective: in_domain``: the highest weight first, ties on the lower index,
+    a lower tier before a higher one; the recorded paraphrase probabilities are the same
+    bookkeeping as the novelty order's (its first pick's matches)."""
+    det, annotated, cand = toy_detector(), np.eye(6, dtype=np.float32)[:1], unit_rows(3, 30)
+    weights = np.random.default_rng(1).uniform(size=30)
+    weights[[4, 9]] = 0.9999  # a tie: index 4 before 9
+    order = diversity_order(det, cand, annotated, 3, None, weights=weights, novelty=False)
+    assert [i for i, _, _ in order] == sorted(range(30), key=lambda i: (-weights[i], i))
+    first = order[0][0]
+    alone = diversity_order(det, cand[[first]], annotated, 1, 1)
+    assert order[0][2] == pytest.approx(alone[0][2])
+    tiers = (np.arange(30) % 2).astype(np.int64)  # even indices first
+    tiered = [i for i, _, _ in diversity_order(det, cand, annotated, 1, None, tiers, weights,
+                                               novelty=False)]
+    assert tiered == sorted(range(30), key=lambda i: (i % 2, -weights[i], i))
+
+
+def test_in_domain_objective_needs_the_domain_weights():
+    from winnow.pipelines.config import DiversitySettings
+
+    with pytest.raises(ValueError, match="in_domain_weighting: false"):
+        DiversitySettings(objective="in_domain", in_domain_weighting=False)
+    assert DiversitySettings(objective="in_domain").objective == "in_domain"
+
+
 def test_in_domain_probability_ranks_the_annotated_register_first_and_is_cross_fitted():
     from winnow.selectors.in_domain import in_domain_probability
 
