@@ -4,7 +4,9 @@ A development evaluation file with 20-126 utterances per new intent moves these 
 several points from one draw of the seeds to the next (``--set seed=N``), so a setting
 should be judged on the spread over draws, not on one run. Intent runs also get their
 curves averaged point by point; the budget differs between draws, so the last point of
-every curve is compared as ``full``.
+every curve is compared as ``full``. Each order's curve is also paired with random's at the
+same point (1 where the order's error is at or below random's, else 0), so the mean of that
+row is the share of draws in which the selector earns its place against a random order.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 FULL = "full"
+BASELINE = "random"  # the order every selector's curve is paired with
 
 
 def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -42,7 +45,8 @@ def metric_rows(runs: list[Path]) -> list[tuple[str, list[float | None]]]:
 
 
 def curve_rows(runs: list[Path]) -> list[tuple[str, list[float | None]]]:
-    """(order @ per-intent point, new-intent error per run) for runs that have curves."""
+    """(order @ per-intent point, new-intent error per run) for runs that have curves, then
+    (order <= random @ point, 1.0 or 0.0 per run) wherever the run has random at that point."""
     rows: dict[tuple[str, float], list[float | None]] = {}
     for i, run in enumerate(runs):
         path = run / "curves" / "curves.json"
@@ -52,8 +56,16 @@ def curve_rows(runs: list[Path]) -> list[tuple[str, list[float | None]]]:
             for j, p in enumerate(points):
                 at = float("inf") if j == len(points) - 1 else float(p["per_intent"])
                 rows.setdefault((order, at), [None] * len(runs))[i] = p["new_intent_error"]
-    return [(f"curve.{order}@" + (FULL if at == float("inf") else f"+{at:.0f}/intent"), values)
-            for (order, at), values in sorted(rows.items())]
+    def point(at: float) -> str:
+        return FULL if at == float("inf") else f"+{at:.0f}/intent"
+
+    paired = [(f"curve.{order}<=random@{point(at)}", [
+        None if v is None or r is None else float(v <= r)
+        for v, r in zip(values, rows[(BASELINE, at)])])
+        for (order, at), values in sorted(rows.items())
+        if order != BASELINE and (BASELINE, at) in rows]
+    return [(f"curve.{order}@{point(at)}", values)
+            for (order, at), values in sorted(rows.items())] + paired
 
 
 def summary(values: list[float | None]) -> tuple[float | None, float | None]:

@@ -44,6 +44,7 @@ def test_metrics_and_curves_side_by_side(tmp_path):
     assert [k for k, _ in curves] == ["curve.diversity@+20/intent", "curve.diversity@+40/intent",
                                       "curve.diversity@full"]
     assert curves[2][1] == [0.2, 0.1]
+    assert curve_rows([a]) == [(k, v[:1]) for k, v in curves]  # no random curve: no pairs
     mean, sd = summary([0.2, 0.1])
     assert mean == pytest.approx(0.15) and sd == pytest.approx(0.0707107, abs=1e-6)
     assert summary([None, 7.0]) == (7.0, None)
@@ -51,6 +52,19 @@ def test_metrics_and_curves_side_by_side(tmp_path):
     assert table[0] == f"| metric | {a} | {b} | mean | sd |"
     assert "| err | 0.2000 | 0.1000 | 0.1500 | 0.0707 |" in table
     assert "| only_here | - | 7 | 7 | - |" in table
+
+
+def test_each_order_is_paired_with_random_at_each_point(tmp_path):
+    a = _run(tmp_path, "s13", {}, {"diversity": _curve([0.3, 0.25, 0.2], 190),
+                                  "random": _curve([0.3, 0.2, 0.25], 190)})
+    b = _run(tmp_path, "s14", {}, {"diversity": _curve([0.1, 0.15, 0.12], 207),
+                                  "random": _curve([0.2, 0.1], 40)})  # a shorter curve
+    paired = {k: v for k, v in curve_rows([a, b]) if "<=random" in k}
+    # ties count for the order; a point random lacks in a run is None there
+    assert paired == {"curve.diversity<=random@+20/intent": [1.0, 1.0],
+                      "curve.diversity<=random@+40/intent": [0.0, None],
+                      "curve.diversity<=random@full": [1.0, 0.0]}
+    assert "| curve.diversity<=random@+20/intent | 1 | 1 | 1 | 0 |" in compare_table([a, b])
 
 
 def test_cli_names_a_run_without_metrics(tmp_path):
