@@ -278,7 +278,8 @@ class LmRun:
             ffn_dim=n.ffn_dim, heads=n.heads, dropout=n.dropout, lr=n.lr,
             warmup_updates=n.warmup_updates, max_tokens=n.max_tokens, max_updates=n.max_updates,
             max_minutes=n.max_minutes, finetune_updates=n.finetune_updates, beam=n.beam,
-            nbest=n.nbest, lenpen=n.lenpen, seed=self.cfg.seed + member(name)[1] - 1, threads=n.threads)
+            nbest=n.nbest, lenpen=n.lenpen, seed=self.cfg.seed + member(name)[1] - 1, threads=n.threads,
+            precision=n.precision)
 
     def _parallel(self, name: str, back_translated: bool = False) -> list[tuple[str, str]]:
         """(source, target) pairs of the seed or the tuning split: ``parallel_dev``'s, or
@@ -685,9 +686,12 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
                                "embedded in groups by id hash; samples by file name")
     k["subword"] = section_hash(k["bitext"], cfg.nmt.vocab_size, cfg.nmt.normalize)
     bt = back_translates(cfg)
+    # float32 is how every translator was trained before `precision` existed: left out of
+    # the keys, it keeps the translators of earlier runs
+    as_before = {"precision"} if cfg.nmt.precision == "fp32" else set()
     if bt:
-        k["back_translation"] = section_hash(k["subword"], cfg.nmt.model_dump(exclude={"parallel",
-                                                                                     "ensemble"}),
+        k["back_translation"] = section_hash(k["subword"], cfg.nmt.model_dump(
+                                                 exclude={"parallel", "ensemble"} | as_before),
                                              "top-1 of the seed and the tuning split")
     for v in variants:
         var, m = variant(v), member(v)[1]
@@ -697,6 +701,7 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
         # the length penalty only ranks a beam, so it reaches the translators that learn
         # from their parent's translations (self-training) and no other
         ignored = {"parallel", "ensemble"} | (set() if var.step == "self_train" else {"lenpen"})
+        ignored |= as_before
         k[f"nmt_{v}"] = section_hash(up, cfg.nmt.model_dump(exclude=ignored),
                                      var.step,
                                      cfg.self_training if var.step == "self_train" else None,

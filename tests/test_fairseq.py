@@ -132,3 +132,30 @@ def test_a_stopped_pipeline_takes_its_fairseq_process_with_it(tmp_path):
     while _running(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _running(child)
+
+
+@pytest.mark.slow
+def test_bf16_precision_trains_under_autocast_and_decodes_as_before(tmp_path):
+    """``precision: bf16`` trains through winnow's ``translation_bf16`` task (the training
+    step in CPU bfloat16 autocast, the weights float32): the same seed gives other weights
+    than float32 training, a validation loss close to it, and a checkpoint that fairseq's
+    validation and beam search read as any other."""
+    sw = Subword.train([t for p in PAIRS for t in p], tmp_path / "spm", vocab_size=60)
+    s = fairseq_nmt.NmtSettings(encoder_layers=1, decoder_layers=1, embed_dim=32, ffn_dim=64,
+                                heads=2, max_updates=60, warmup_updates=10, lr=0.005,
+                                max_tokens=1024, beam=3, nbest=3, max_minutes=3)
+    data = fairseq_nmt.binarize(tmp_path, sw, PAIRS, PAIRS[:8], "en", "de")
+    fp32 = fairseq_nmt.train(data, tmp_path / "fp32", s, tmp_path / "fp32.log")
+    bf16 = fairseq_nmt.train(data, tmp_path / "bf16", replace(s, precision="bf16"),
+                             tmp_path / "bf16.log")
+    assert f"'_name': '{fairseq_nmt.BF16_TASK}'" in (tmp_path / "bf16.log").read_text()
+    assert f"'_name': '{fairseq_nmt.BF16_TASK}'" not in (tmp_path / "fp32.log").read_text()
+    a, b = (torch.load(c, map_location="cpu", weights_only=False)["model"] for c in (fp32, bf16))
+    assert all(b[k].dtype == a[k].dtype for k in a)
+    assert not torch.equal(a["encoder.layers.0.fc1.weight"], b["encoder.layers.0.fc1.weight"])
+    loss_a, loss_b = fairseq_nmt.valid_loss(fp32), fairseq_nmt.valid_loss(bf16)
+    assert abs(loss_a - loss_b) < 0.1 * loss_a, (loss_a, loss_b)
+    assert abs(fairseq_nmt.validate(data, bf16, s, tmp_path / "v.log") - loss_b) < 1e-3
+    out = fairseq_nmt.generate_nbest(data, [bf16], sw, ["set an alarm for two"], "en", "de", s,
+                                     tmp_path / "gen")
+    assert len(out) == 1 and len(out[0]) == 3

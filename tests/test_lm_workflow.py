@@ -264,6 +264,27 @@ def test_rows_and_translator_chains(demo_data, tmp_path):
     assert len(hi.bitext) == 3 and {b.format for b in hi.bitext} == {"bitext"}
 
 
+def test_bf16_precision_re_keys_the_translators_and_float32_keeps_earlier_keys(tmp_path):
+    """Translators trained in bfloat16 are other translators: every NMT stage, its n-best
+    lists and what reads them get new keys, the data stages keep theirs. float32 leaves
+    `precision` out of the keys, so runs made before the setting keep their translators."""
+    from winnow.pipelines.lm_workflow import _keys
+
+    inputs = {"prepare": {}, "bitext": {}}
+    variants = ["filtered", "filtered_sp"]
+
+    def keys(*overrides: str) -> dict[str, str]:
+        cfg = load_config(REPO / "configs" / "snips-hi.yaml",
+                          [f"output_dir={tmp_path}", *overrides], check_files=False)
+        return _keys(cfg, variants, inputs)
+
+    fp32, bf16 = keys(), keys("nmt.precision=bf16")
+    assert fp32 == keys("nmt.precision=fp32")
+    same = {n for n in fp32 if fp32[n] == bf16[n]}
+    assert same == {"prepare", "seed_lm", "bitext", "subword"}, same
+    assert {"back_translation", "nmt_filtered", "nbest_filtered_sp", "tune"} <= set(fp32) - same
+
+
 TUNING_SOURCES = ["set an alarm for seven", "what is the weather today", "play some music"]
 
 

@@ -20,6 +20,10 @@ from pathlib import Path
 from winnow.translate.subword import Subword
 
 LN2 = math.log(2.0)
+# fairseq's --user-dir for every command: a checkpoint trained under winnow's own task names
+# it, and fairseq's validation sets up the task a checkpoint names
+USER_DIR = Path(__file__).parent / "fairseq_tasks"
+BF16_TASK = "translation_bf16"  # nmt.precision bf16; registered in fairseq_tasks/__init__.py
 
 
 @dataclass
@@ -43,6 +47,7 @@ class NmtSettings:
     lenpen: float = 1.0  # fairseq's --lenpen: the beam ranks by log-prob / length ** lenpen
     seed: int = 1
     threads: int = 1  # torch threads per fairseq process (OMP_NUM_THREADS)
+    precision: str = "fp32"  # "bf16": training steps under CPU bfloat16 autocast
     extra_train_args: list[str] = field(default_factory=list)
 
 
@@ -174,7 +179,10 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
             "--save-interval-updates", str(every), "--validate-interval-updates", str(every),
             "--keep-interval-updates", str(max(1, average_last)),
             "--log-format", "simple", "--log-interval", "50", "--num-workers", "0",
-            "--skip-invalid-size-inputs-valid-test", *s.extra_train_args]
+            "--skip-invalid-size-inputs-valid-test", "--user-dir", str(USER_DIR),
+            *s.extra_train_args]
+    if s.precision == "bf16":
+        args += ["--task", BF16_TASK]
     if patience > 0:
         args += ["--patience", str(patience)]
     if restore is not None:
@@ -274,6 +282,7 @@ def validate(data_bin: Path, checkpoint: Path, s: NmtSettings, log: Path) -> flo
     """The checkpoint's loss on the ``valid`` pairs, as fairseq's trainer reports it."""
     out = _run("fairseq_cli.validate", [str(data_bin), "--task", "translation",
                                         "--path", str(checkpoint), "--cpu",
+                                        "--user-dir", str(USER_DIR),
                                         "--valid-subset", "valid", "--max-tokens",
                                         str(s.max_tokens), "--num-workers", "0",
                                         "--skip-invalid-size-inputs-valid-test"],
@@ -314,7 +323,7 @@ def generate_nbest(data_bin: Path, checkpoints: list[Path], subword: Subword,
     out = _run("fairseq_cli.interactive",
                [str(data_bin), "--path", ":".join(map(str, checkpoints)), "--source-lang", src,
                 "--target-lang", tgt, "--beam", str(max(s.beam, s.nbest)), "--nbest", str(s.nbest),
-                "--lenpen", str(s.lenpen),
+                "--lenpen", str(s.lenpen), "--user-dir", str(USER_DIR),
                 "--buffer-size", "512", "--batch-size", "128", "--cpu", "--seed", str(s.seed),
                 "--max-len-a", "1.5", "--max-len-b", "10", "--input", str(src_file)],
                work / "generate.log", total=len(sources), unit="sentences",
