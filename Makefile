@@ -44,7 +44,7 @@ $(KENLM): | apt $(STAMP)
 kenlm: $(KENLM)
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=20 tests
 
 demo: setup
 	$(BIN)/winnow demo --out runs/demo

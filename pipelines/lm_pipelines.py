@@ -7,7 +7,8 @@ sides to the in-domain centroid -> keep within ``max_distance`` or the N nearest
 ``build_translation_filter``: per source utterance, pick the NMT top-1 or the
 LM-rescored best of its n-best list, then drop translations the in-domain LM deems too
 improbable.  Models load once per worker (``DoFn.setup``); ranking is batched
-(``BatchElements``), embedding grouped by id hash (``EMBED_GROUPS`` says why).
+(``BatchElements``), embedding grouped by word count and id hash (``EMBED_HASH_GROUPS``
+says why).
 """
 from __future__ import annotations
 
@@ -30,12 +31,14 @@ BITEXT_STAGE = "bitext"
 TRANSLATION_STAGE = "translations"
 RULE_NOT_SHORTLISTED = "not_in_shortlist"
 RANK_BATCH = 1024  # target sides per KenLM ranking call
-# Pairs to embed are grouped by a hash of their id, so every group, and every encoder batch
-# cut from it, holds the same pairs on every run and runner.  The int8 encoder quantises
-# each batch's activations with one scale, so a sentence's embedding depends on its batch
-# mates: batches cut from bundles (``BatchElements``) moved 8% of a 120k selection between
-# two runs of one config.  About 300 pairs per group at 160k.
-EMBED_GROUPS = 512
+# Pairs to embed are grouped by their target side's word count and a hash of their id, so
+# every group, and every encoder batch cut from it, holds the same pairs on every run and
+# runner.  The int8 encoder quantises each batch's activations with one scale, so a
+# sentence's embedding depends on its batch mates: batches cut from bundles
+# (``BatchElements``) moved 8% of a 120k selection between two runs of one config.  Sentences
+# of one word count pad little in a batch: on a 40k shortlist the encoder took 103 s against
+# 223 s with groups by id hash alone (docs/lm-evaluation.md, stop 45).
+EMBED_HASH_GROUPS = 16  # groups per word count; ~350 pairs per group at 160k
 
 
 def apply_rules(pair: BitextPair, s: dict[str, Any], tgt_lang: str) -> BitextPair | Decision:
@@ -64,8 +67,10 @@ def _shortlisted(item, cutoff: list | None) -> int:
     return 0 if cutoff is not None and (ml, pid, pair.source) <= tuple(cutoff) else 1
 
 
-def _embed_group(item: tuple[float | None, str, BitextPair]) -> int:
-    return int(stable_fraction(sample_key(item[1], item[2].source), "embed") * EMBED_GROUPS)
+def _embed_group(item: tuple[float | None, str, BitextPair]) -> tuple[int, int]:
+    """(word count of the target side, hash bucket of id and source)."""
+    return (len(item[2].tgt.split()),
+            int(stable_fraction(sample_key(item[1], item[2].source), "embed") * EMBED_HASH_GROUPS))
 
 
 class EmbedDistance(beam.DoFn):
@@ -93,7 +98,7 @@ class EmbedDistance(beam.DoFn):
 
 class EmbedDistances(beam.PTransform):
     """(ranker score or None, id, pair) -> (distance, id, pair, ranker score), each pair
-    embedded with the same batch mates on every run and runner (``EMBED_GROUPS``)."""
+    embedded with the same batch mates on every run and runner (``EMBED_HASH_GROUPS``)."""
 
     def __init__(self, model_ref: str, centroid: list[float], batch_size: int):
         super().__init__()

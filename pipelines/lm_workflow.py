@@ -683,7 +683,7 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
     k["seed_lm"] = section_hash(k["prepare"], cfg.final_lm.model_dump(exclude={"new_word_min_count"}))
     k["bitext"] = section_hash(k["seed_lm"], cfg.bitext, cfg.bitext_filter, cfg.tgt_lang,
                                inputs["bitext"],
-                               "embedded in groups by id hash; samples by file name")
+                               "embedded in groups by word count and id hash; samples by file name")
     k["subword"] = section_hash(k["bitext"], cfg.nmt.vocab_size, cfg.nmt.normalize)
     bt = back_translates(cfg)
     # float32 is how every translator was trained before `precision` existed: left out of

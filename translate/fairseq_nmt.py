@@ -20,8 +20,8 @@ from pathlib import Path
 from winnow.translate.subword import Subword
 
 LN2 = math.log(2.0)
-# fairseq's --user-dir for every command: a checkpoint trained under winnow's own task names
-# it, and fairseq's validation sets up the task a checkpoint names
+# fairseq's --user-dir, given to every fairseq command by `_run`: a checkpoint trained under
+# winnow's own task names it, and fairseq's validation sets up the task a checkpoint names
 USER_DIR = Path(__file__).parent / "fairseq_tasks"
 BF16_TASK = "translation_bf16"  # nmt.precision bf16; registered in fairseq_tasks/__init__.py
 
@@ -93,7 +93,7 @@ def _run(module: str, args: list[str], log_path: Path, total: int | None = None,
     """
     from tqdm import tqdm
 
-    cmd = [sys.executable, *_launcher(module), *args]
+    cmd = [sys.executable, *_launcher(module), *args, "--user-dir", str(USER_DIR)]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     counter = counter or _UPDATES
     lines: list[str] = []
@@ -179,8 +179,7 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
             "--save-interval-updates", str(every), "--validate-interval-updates", str(every),
             "--keep-interval-updates", str(max(1, average_last)),
             "--log-format", "simple", "--log-interval", "50", "--num-workers", "0",
-            "--skip-invalid-size-inputs-valid-test", "--user-dir", str(USER_DIR),
-            *s.extra_train_args]
+            "--skip-invalid-size-inputs-valid-test", *s.extra_train_args]
     if s.precision == "bf16":
         args += ["--task", BF16_TASK]
     if patience > 0:
@@ -282,7 +281,6 @@ def validate(data_bin: Path, checkpoint: Path, s: NmtSettings, log: Path) -> flo
     """The checkpoint's loss on the ``valid`` pairs, as fairseq's trainer reports it."""
     out = _run("fairseq_cli.validate", [str(data_bin), "--task", "translation",
                                         "--path", str(checkpoint), "--cpu",
-                                        "--user-dir", str(USER_DIR),
                                         "--valid-subset", "valid", "--max-tokens",
                                         str(s.max_tokens), "--num-workers", "0",
                                         "--skip-invalid-size-inputs-valid-test"],
@@ -323,7 +321,7 @@ def generate_nbest(data_bin: Path, checkpoints: list[Path], subword: Subword,
     out = _run("fairseq_cli.interactive",
                [str(data_bin), "--path", ":".join(map(str, checkpoints)), "--source-lang", src,
                 "--target-lang", tgt, "--beam", str(max(s.beam, s.nbest)), "--nbest", str(s.nbest),
-                "--lenpen", str(s.lenpen), "--user-dir", str(USER_DIR),
+                "--lenpen", str(s.lenpen),
                 "--buffer-size", "512", "--batch-size", "128", "--cpu", "--seed", str(s.seed),
                 "--max-len-a", "1.5", "--max-len-b", "10", "--input", str(src_file)],
                work / "generate.log", total=len(sources), unit="sentences",
