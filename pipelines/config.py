@@ -75,6 +75,9 @@ class IntentModelSettings(Strict):
     c: float = Field(10.0, gt=0)
     class_weight: float = Field(0.0, ge=0.0, le=1.0, description="weigh each utterance by "
                                 "(1 / its intent's count) ** class_weight: 0 plain, 1 balanced")
+    min_df: int = Field(1, ge=1, description="tf-idf n-grams in fewer training utterances are "
+                        "left out; 2 keeps a third of them and fits ~1.7x faster "
+                        "(docs/intent-evaluation.md)")
 
 
 class ParaphraseSettings(Strict):
@@ -208,8 +211,8 @@ class NmtConfig(Strict):
                           "base agree on 1 source in 3, and the LM of both beats each; "
                           "docs/lm-evaluation.md)")
     parallel: int = Field(2, ge=1, description="translators trained or decoding at the same "
-                          "time (independent chains: unfiltered and filtered); parallel x "
-                          "threads should not exceed the cores")
+                          "time (independent chains: unfiltered and filtered), and LMs the tune "
+                          "stage builds at once; parallel x threads should not exceed the cores")
 
     @model_validator(mode="after")
     def _dims(self) -> "NmtConfig":
@@ -223,7 +226,9 @@ class NmtConfig(Strict):
 class LmSelfTrainingSettings(Strict):
     subset: int = Field(2000, ge=1, description="in-domain source utterances to translate")
     patience: int = Field(1, ge=0, description="stop the fine-tune after this many validations "
-                          "without improvement (fairseq --patience; 0: all finetune_updates). "
+                          "in a row that do not beat the best so far, the parent included "
+                          "(fairseq --patience, counted from the parent's loss; 0: all "
+                          "finetune_updates). "
                           "en-de: the tuning loss was lowest at the first validation and rose "
                           "at every later one in all four chains (docs/lm-evaluation.md)")
 

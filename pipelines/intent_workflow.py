@@ -76,8 +76,7 @@ class IntentRun:
 
     def _fit(self, recs: list[Utterance], labels: list[str] | None = None) -> IntentClassifier:
         texts = [r.text for r in recs]
-        im = self.cfg.intent_model
-        return IntentClassifier(c=im.c, seed=self.cfg.seed, class_weight=im.class_weight).fit(
+        return IntentClassifier(**classifier_args(self.cfg)).fit(
             texts, self.emb.get(texts), labels or [r.intent for r in recs])
 
     def _predict(self, model: IntentClassifier, test: list[Utterance]) -> list[str]:
@@ -348,8 +347,7 @@ class IntentRun:
         texts = sorted({r.text for r in base + test} | {c["text"] for _, _, ex in tasks for c in ex})
         row = {t: i for i, t in enumerate(texts)}
         vecs = self.emb.get(texts)
-        im = cfg.intent_model
-        model = dict(c=im.c, seed=cfg.seed, class_weight=im.class_weight)
+        model = classifier_args(cfg)
         base_rows = [row[r.text] for r in base]
         base_labels = [r.intent for r in base]
         test_rows = [row[r.text] for r in test]
@@ -447,6 +445,12 @@ STAGES = ("prepare", "relevance", "pool", "self_training", "paraphrase", "divers
           "upper_bound", "corpus")
 
 
+def classifier_args(cfg: IntentConfig) -> dict[str, Any]:
+    """The intent model's settings (``intent_model``): every fit of a run uses these."""
+    im = cfg.intent_model
+    return dict(c=im.c, seed=cfg.seed, class_weight=im.class_weight, min_df=im.min_df)
+
+
 def fit_predict(texts: list[str], vecs: np.ndarray, train: list[int], labels: list[str],
                 test: list[int], model: dict[str, Any]) -> list[str]:
     """One curve point: the intent model fitted on rows ``train`` of (texts, vecs), its
@@ -482,17 +486,20 @@ def _stage_keys(cfg: IntentConfig, inputs: dict[str, dict[str, str]]) -> dict[st
     """Each stage's key hashes the config sections it reads, the content of the files it
     reads, its upstream keys and the code version (``stages`` says why)."""
     k: dict[str, str] = {}
+    # min_df 1 is how every intent model was fitted before the setting existed: left out of
+    # the keys, it keeps the stages of earlier runs
+    model = cfg.intent_model.model_dump(exclude={"min_df"} if cfg.intent_model.min_df == 1
+                                        else set())
     k["prepare"] = section_hash(package_version(), cfg.annotated, cfg.eval, inputs["prepare"],
                                 cfg.new_intents, cfg.seeds_per_intent, cfg.seed)
     k["relevance"] = section_hash(k["prepare"], cfg.relevance)
     k["pool"] = section_hash(k["relevance"], cfg.pool, inputs["pool"], POOL_OUTPUTS)
-    k["self_training"] = section_hash(k["pool"], cfg.self_training, cfg.intent_model,
-                                      INTENT_MODEL_VERSION)
+    k["self_training"] = section_hash(k["pool"], cfg.self_training, model, INTENT_MODEL_VERSION)
     k["paraphrase"] = section_hash(k["prepare"], cfg.paraphrase, PARAPHRASE_OUTPUTS)
     k["diversity"] = section_hash(k["self_training"], k["paraphrase"], cfg.diversity,
                                   DIVERSITY_OUTPUTS)
     k["curves"] = section_hash(k["diversity"], cfg.curve_points, CURVES_OUTPUTS)
-    k["upper_bound"] = section_hash(k["prepare"], cfg.intent_model, INTENT_MODEL_VERSION)
+    k["upper_bound"] = section_hash(k["prepare"], model, INTENT_MODEL_VERSION)
     k["corpus"] = section_hash(k["diversity"])
     return k
 

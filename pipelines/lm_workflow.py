@@ -28,6 +28,8 @@ import functools
 import random
 import shutil
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -448,7 +450,9 @@ class LmRun:
         own sentences score far higher under an LM trained on them and would drop nearly
         every translation).  Then, with ``general_text.enabled``, the amount of general text
         added to those translations (``lm.general_text.choose_amount``: the lowest tuning
-        perplexity within the OOV goal)."""
+        perplexity within the OOV goal).  The candidates of each grid are independent LMs:
+        ``nmt.parallel`` of them are built at once (lmplz and interpolate run as
+        subprocesses)."""
         cfg = self.cfg
         lm = LanguageModel(self.out / "seed_lm" / "seed.binary")
         seed, tuning = self._texts("seed.jsonl"), self._texts("tuning.jsonl")
@@ -462,37 +466,50 @@ class LmRun:
                                       [Hypothesis(*h) for h in r["nbest"]], lm, weight,
                                       threshold, self.cfg.nmt.lenpen)).kept]
 
-        def on_tuning(text: list[str], tag: str) -> Candidate:
+        def on_tuning(text: Callable[[], list[str]], tag: str) -> Candidate:
             # the text's own best LM, not the deliverable: where the seed beats every
             # candidate, each would deliver the seed and the grid would tie (en-hi did)
-            ev = evaluate(LanguageModel(self._combined(text, d / tag).text_lm), tuning, vocab)
+            sentences = text()
+            ev = evaluate(LanguageModel(self._combined(sentences, d / tag).text_lm), tuning, vocab)
             shutil.rmtree(d / tag)
             self.st.log(f"tune: {tag} -> tuning perplexity {ev.perplexity:.2f}, OOV "
-                        f"{ev.oov_rate:.4f} ({len(text)} sentences)")
+                        f"{ev.oov_rate:.4f} ({len(sentences)} sentences)")
             return Candidate(ev.perplexity, ev.oov_rate, ev.test_words)
+
+        def grid(texts: dict[Any, tuple[str, Callable[[], list[str]]]]) -> dict[Any, Candidate]:
+            with ThreadPoolExecutor(max_workers=cfg.nmt.parallel) as pool:
+                futures = {k: pool.submit(on_tuning, text, tag) for k, (tag, text) in texts.items()}
+                return {k: f.result() for k, f in futures.items()}
 
         stats: dict[str, Any] = {}
         weight = cfg.rescoring.lm_weight
         if weight is None:
-            grid = {w: on_tuning(kept(w, None), f"lm_weight={w}").perplexity
-                    for w in cfg.rescoring.grid}
-            weight = min(grid, key=lambda w: (grid[w], w))
-            stats["lm_weight_grid"] = {str(k): round(v, 3) for k, v in grid.items()}
+            ppl = {w: c.perplexity for w, c in grid(
+                {w: (f"lm_weight={w}", functools.partial(kept, w, None))
+                 for w in cfg.rescoring.grid}).items()}
+            weight = min(ppl, key=lambda w: (ppl[w], w))
+            stats["lm_weight_grid"] = {str(k): round(v, 3) for k, v in ppl.items()}
         percentile = cfg.lm_filter.percentile
         if percentile is None:
-            grid = {q: on_tuning(kept(weight, percentile_threshold(lm, tuning, q)),
-                                 f"lm_filter={q}").perplexity for q in cfg.lm_filter.grid}
-            percentile = min(grid, key=lambda q: (grid[q], q))
-            stats["lm_filter_grid"] = {str(k): round(v, 3) for k, v in grid.items()}
+            ppl = {q: c.perplexity for q, c in grid(
+                {q: (f"lm_filter={q}", functools.partial(
+                    kept, weight, percentile_threshold(lm, tuning, q)))
+                 for q in cfg.lm_filter.grid}).items()}
+            percentile = min(ppl, key=lambda q: (ppl[q], q))
+            stats["lm_filter_grid"] = {str(k): round(v, 3) for k, v in ppl.items()}
         threshold = percentile_threshold(lm, tuning, percentile)
         stats |= {"lm_weight": weight, "lm_filter_percentile": percentile,
                   "lm_filter_threshold": threshold}
         g = cfg.general_text
         if g.enabled:
-            text = kept(weight, threshold)
-            amounts = {Amount(a, b): on_tuning(
-                text + select(self._general_ranked, seed + text, Amount(a, b)),
-                f"general_text={a}+{b}") for a in g.in_domain for b in g.new_words}
+            text, ranked = kept(weight, threshold), self._general_ranked
+
+            def with_general(amount: Amount) -> list[str]:
+                return text + select(ranked, seed + text, amount)
+
+            amounts = grid({Amount(a, b): (f"general_text={a}+{b}",
+                                           functools.partial(with_general, Amount(a, b)))
+                            for a in g.in_domain for b in g.new_words})
             seed_oov = evaluate(lm, tuning, vocab).oov_rate
             limit = None if g.oov_goal is None else g.oov_goal * seed_oov
             amount = choose_amount(amounts, limit)
@@ -705,6 +722,8 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
         k[f"nmt_{v}"] = section_hash(up, cfg.nmt.model_dump(exclude=ignored),
                                      var.step,
                                      cfg.self_training if var.step == "self_train" else None,
+                                     *(("patience from the parent",)
+                                       if var.step == "self_train" else ()),
                                      cfg.seed_parallel if var.step == "seed_parallel" else None,
                                      *((FINETUNE_OUTPUTS,) if var.parent else ()),
                                      "validated at every save",
@@ -735,7 +754,7 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
     keys = _keys(cfg, variants, inputs)
     after = {"prepare": (), "seed_lm": ("prepare",), "bitext": ("seed_lm",), "subword": ("bitext",),
              "tune": ("seed_lm", *(f"nbest_{v}" for v in needed)), "rows": ("tune",),
-             "nmt_quality": ("rows",), "final_lm": ("rows",)}
+             "nmt_quality": ("tune",), "final_lm": ("rows",)}
     stages = []
     for name, key in keys.items():
         if name.startswith("nmt_") and name != "nmt_quality":
@@ -752,8 +771,11 @@ def run_lm(cfg: LmConfig, beam_args: list[str], force: set[str] | None = None,
                 stages.append(Stage(name, key, lambda d, v=name[6:]: run.nbest(v, d),
                                     (f"nmt_{name[6:]}",), concurrent=True))
         else:
+            # the rows' LMs and the translators' chrF read the tuned settings only: they
+            # run side by side
             stages.append(Stage(name, key, getattr(run, "rows_stage" if name == "rows" else name),
-                                after[name], inputs.get(name)))
+                                after[name], inputs.get(name),
+                                concurrent=name in ("rows", "nmt_quality")))
     st.run_all(stages, workers=cfg.nmt.parallel)
     rows = st.records["rows"]["stats"]
     metrics = {k: v for k, v in rows.items() if not k.endswith(".translations")}

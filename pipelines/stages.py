@@ -193,7 +193,7 @@ class Stage:
     fn: Callable[[Path], dict[str, Any]]
     after: tuple[str, ...] = ()
     inputs: dict[str, str] | None = None
-    concurrent: bool = False  # its work runs in subprocesses: it may run beside others
+    concurrent: bool = False  # its work runs mostly in subprocesses: it may run beside others
 
 
 class StageRunner:

@@ -41,3 +41,27 @@ def test_full_weighting_is_scikit_learns_balanced():
     np.testing.assert_allclose(IntentClassifier(class_weight=1.0)._weights(labels),
                                compute_sample_weight("balanced", labels))
     assert IntentClassifier()._weights(labels) is None
+
+
+def test_min_df_leaves_out_the_n_grams_of_one_utterance():
+    """``min_df`` 2: "number 17" and the other numbers are each in one utterance and
+    drop out; "play song" stays; the model still fits and predicts its training labels."""
+    texts, emb, labels = _imbalanced()
+    every, shared = (IntentClassifier(seed=0, min_df=n).fit(texts, emb, labels) for n in (1, 2))
+    kept = set(shared.vec.vocabulary_)
+    assert {"play song", "song number"} <= kept and "number 17" in every.vec.vocabulary_
+    assert not kept & {"number 17", "wake", "alarm now"}
+    assert kept < set(every.vec.vocabulary_)
+    assert shared.predict(texts, emb)[0] == labels
+
+
+def test_every_fit_of_a_run_reads_min_df_from_the_config():
+    from winnow.pipelines.config import load_config
+    from winnow.pipelines.intent_workflow import classifier_args
+
+    from conftest import REPO
+
+    cfg = load_config(REPO / "configs" / "massive-intent.yaml",
+                      ["intent_model.min_df=2", "seed=5"], check_files=False)
+    assert classifier_args(cfg) == {"c": cfg.intent_model.c, "seed": 5,
+                                    "class_weight": cfg.intent_model.class_weight, "min_df": 2}

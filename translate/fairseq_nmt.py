@@ -24,6 +24,8 @@ LN2 = math.log(2.0)
 # winnow's own task names it, and fairseq's validation sets up the task a checkpoint names
 USER_DIR = Path(__file__).parent / "fairseq_tasks"
 BF16_TASK = "translation_bf16"  # nmt.precision bf16; registered in fairseq_tasks/__init__.py
+# a fine-tune's parent loss, for fairseq_tasks/__init__.py to start --patience from
+PATIENCE_FROM_ENV = "WINNOW_PATIENCE_FROM_LOSS"
 
 
 @dataclass
@@ -51,8 +53,8 @@ class NmtSettings:
     extra_train_args: list[str] = field(default_factory=list)
 
 
-def _env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
+def _env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ) | (extra or {})
     # torch >= 2.6 loads checkpoints with weights_only=True, which fairseq's
     # checkpoints (argparse Namespaces inside) do not survive.
     env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
@@ -85,7 +87,8 @@ _UPDATES = re.compile(r"num_updates[\"=: ]+(\d+)")
 
 
 def _run(module: str, args: list[str], log_path: Path, total: int | None = None,
-         unit: str = "updates", counter: re.Pattern | None = None, threads: int = 1) -> str:
+         unit: str = "updates", counter: re.Pattern | None = None, threads: int = 1,
+         env: dict[str, str] | None = None) -> str:
     """Run a fairseq entry point, streaming its output to ``log_path``.
 
     At a terminal (tqdm's ``disable=None``: quiet when piped, as under CI) a bar follows
@@ -102,7 +105,7 @@ def _run(module: str, args: list[str], log_path: Path, total: int | None = None,
     with open(log_path, "a", encoding="utf-8") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(threads),
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(threads, env),
                                 text=True)
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -158,7 +161,10 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
     ``average_last`` > 1 returns instead the parameter mean of the last that many saved
     checkpoints (``average_checkpoints``), validated on the same pairs.  A fine-tune keeps
     ``restore`` where no update beats it on the validation pairs: by ``parent_loss``, its
-    loss on these pairs, where it was validated on others (default: its recorded loss)."""
+    loss on these pairs, where it was validated on others (default: its recorded loss).
+    The parent is the fine-tune's update 0, so its patience counts from the parent's loss:
+    a fine-tune whose first validations do not beat the parent stops there (en-de
+    self-training ran 150 updates more before, in every chain, to keep the parent)."""
     save_dir.mkdir(parents=True, exist_ok=True)
     every = max(25, (updates or s.max_updates) // 4)
     args = [str(data_bin), "--arch", "transformer", "--share-all-embeddings",
@@ -184,14 +190,20 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
         args += ["--task", BF16_TASK]
     if patience > 0:
         args += ["--patience", str(patience)]
+    env: dict[str, str] = {}
     if restore is not None:
+        recorded = valid_loss(restore)
+        parent = recorded if parent_loss is None else parent_loss
+        if patience > 0:
+            env[PATIENCE_FROM_ENV] = repr(parent)
         # fairseq's --stop-time-hours counts the restored checkpoint's cumulative training
         # time, which would end a fine-tune at once: a fine-tune is bounded by updates only
         args += ["--restore-file", str(restore), "--reset-optimizer", "--reset-lr-scheduler",
                  "--reset-dataloader", "--reset-meters"]
     else:
         args += ["--stop-time-hours", f"{s.max_minutes / 60:.4f}"]
-    _run("fairseq_cli.train", args, log, total=updates or s.max_updates, threads=s.threads)
+    _run("fairseq_cli.train", args, log, total=updates or s.max_updates, threads=s.threads,
+         env=env)
     best = save_dir / "checkpoint_best.pt"
     if average_last > 1:
         average_checkpoints([c for _, c in saved_checkpoints(save_dir)[-average_last:]], best)
@@ -200,8 +212,6 @@ def train(data_bin: Path, save_dir: Path, s: NmtSettings, log: Path,
         return save_dir / "checkpoint_last.pt"
     if restore is None:
         return best
-    recorded = valid_loss(restore)
-    parent = recorded if parent_loss is None else parent_loss
     if valid_loss(best) >= parent:
         # the restored model is the fine-tune's update 0: kept where no update beat it on
         # the validation pairs
