@@ -205,6 +205,11 @@ class NmtConfig(Strict):
         "fp32", description="bf16: each training step runs under CPU bfloat16 autocast "
         "(float32 weights, optimizer state and loss; validation and beam search stay float32). "
         "On CPUs with AMX or AVX512-BF16 a step takes ~0.7x the time; on others it is slower")
+    lr_schedule: Literal["inverse_sqrt", "linear"] = Field(
+        "inverse_sqrt", description="the base translators' learning rate after the warm-up: "
+        "inverse square root, or linear decay to 0 at max_updates (fine-tunes keep inverse "
+        "square root). en-de: linear reached the validation loss of 2,400 inverse-sqrt "
+        "updates sooner (docs/lm-evaluation.md, stops 39 and 47)")
     ensemble: int = Field(1, ge=1, description="independently trained translators in the "
                           "`all` row: member k has its own base (trained with seed + k - 1) "
                           "and fine-tunes; their translations are pooled (two seeds of one "

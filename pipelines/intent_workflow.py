@@ -30,7 +30,8 @@ from winnow.pipelines.intent_metrics import intent_metrics
 from winnow.pipelines.pool_scoring import build_pool_scoring, norm_key, unique_ids
 from winnow.pipelines.records import Utterance, to_dict, utterance_from_dict
 from winnow.pipelines.significance import new_intent_errors, save_curve_predictions
-from winnow.pipelines.stages import Fingerprints, StageRunner, package_version, publish, write_json
+from winnow.pipelines.stages import (Fingerprints, Stage, StageRunner, package_version, publish,
+                                     write_json)
 from winnow.selectors.annotation import parse_annotation
 from winnow.selectors.coverage import facility_location_order, k_center_order
 from winnow.selectors.diversity import confidence_tiers, coverage_order, diversity_order
@@ -93,7 +94,11 @@ class IntentRun:
 
     def stage(self, name: str):
         """A stage function that embeds as the stage would in a fresh run (``EmbeddingCache``)
-        and saves the embedding cache before the stage is marked done."""
+        and saves the embedding cache before the stage is marked done.  The paraphrase stage,
+        which runs beside the others, reads no cached embedding and leaves the cache alone."""
+        if name == "paraphrase":
+            return self.paraphrase
+
         def fn(d: Path) -> dict[str, Any]:
             self.emb.begin(STAGES.index(name))
             stats = getattr(self, name)(d)
@@ -441,8 +446,18 @@ DIVERSITY_OUTPUTS = ("diversity_order.jsonl", "peer_orders.jsonl: order, intent,
 CURVES_OUTPUTS = ("curves.json", "predictions.npz: gold, new_intents, <order>.<point index>",
                   "orders: " + ", ".join(CURVE_ORDERS),
                   "full budget: diversity rounds x batch_size per intent")
-STAGES = ("prepare", "relevance", "pool", "self_training", "paraphrase", "diversity", "curves",
-          "upper_bound", "corpus")
+# a fresh run's order.  The stages that embed with the intent model's encoder run one after
+# another in it (the embedding cache gives each the vectors of those before it), and the
+# paraphrase encoder's fine-tune, which embeds with its own, runs beside them
+STAGES = ("prepare", "relevance", "pool", "self_training", "upper_bound", "paraphrase",
+          "diversity", "curves", "corpus")
+AFTER = {"prepare": (), "relevance": ("prepare",), "pool": ("relevance",),
+         "self_training": ("pool",), "upper_bound": ("self_training",),
+         "paraphrase": ("prepare",), "diversity": ("upper_bound", "paraphrase"),
+         "curves": ("diversity",), "corpus": ("diversity",)}
+# single-threaded intent-model and CRF fits beside the two-threaded encoder fine-tune
+SIDE_BY_SIDE = ("self_training", "upper_bound", "paraphrase")
+STAGE_WORKERS = 2
 
 
 def classifier_args(cfg: IntentConfig) -> dict[str, Any]:
@@ -509,8 +524,9 @@ def run_intent(cfg: IntentConfig, beam_args: list[str], force: set[str] | None =
     st = StageRunner(cfg.output_dir, force, quiet)
     run = IntentRun(cfg, beam_args, st)
     inputs = _stage_inputs(cfg, st.fingerprints)
-    for name, key in _stage_keys(cfg, inputs).items():
-        st.run(name, key, run.stage(name), inputs.get(name))
+    keys = _stage_keys(cfg, inputs)
+    st.run_all([Stage(name, keys[name], run.stage(name), AFTER[name], inputs.get(name),
+                      concurrent=name in SIDE_BY_SIDE) for name in STAGES], STAGE_WORKERS)
     metrics = intent_metrics(cfg, st)
     for name, obj in (("metrics.json", metrics), ("summary.json", {n: st.records[n] for n in STAGES})):
         write_json(st.root / name, obj)

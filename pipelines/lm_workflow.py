@@ -281,7 +281,7 @@ class LmRun:
             warmup_updates=n.warmup_updates, max_tokens=n.max_tokens, max_updates=n.max_updates,
             max_minutes=n.max_minutes, finetune_updates=n.finetune_updates, beam=n.beam,
             nbest=n.nbest, lenpen=n.lenpen, seed=self.cfg.seed + member(name)[1] - 1, threads=n.threads,
-            precision=n.precision)
+            precision=n.precision, lr_schedule=n.lr_schedule)
 
     def _parallel(self, name: str, back_translated: bool = False) -> list[tuple[str, str]]:
         """(source, target) pairs of the seed or the tuning split: ``parallel_dev``'s, or
@@ -703,9 +703,11 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
                                "embedded in groups by word count and id hash; samples by file name")
     k["subword"] = section_hash(k["bitext"], cfg.nmt.vocab_size, cfg.nmt.normalize)
     bt = back_translates(cfg)
-    # float32 is how every translator was trained before `precision` existed: left out of
-    # the keys, it keeps the translators of earlier runs
-    as_before = {"precision"} if cfg.nmt.precision == "fp32" else set()
+    # float32 and inverse square root are how every translator was trained before
+    # `precision` and `lr_schedule` existed: left out of the keys, they keep the
+    # translators of earlier runs
+    as_before = ({"precision"} if cfg.nmt.precision == "fp32" else set()) | (
+        {"lr_schedule"} if cfg.nmt.lr_schedule == "inverse_sqrt" else set())
     if bt:
         k["back_translation"] = section_hash(k["subword"], cfg.nmt.model_dump(
                                                  exclude={"parallel", "ensemble"} | as_before),
@@ -722,7 +724,8 @@ def _keys(cfg: LmConfig, variants: list[str], inputs: dict[str, dict[str, str]])
         k[f"nmt_{v}"] = section_hash(up, cfg.nmt.model_dump(exclude=ignored),
                                      var.step,
                                      cfg.self_training if var.step == "self_train" else None,
-                                     *(("patience from the parent",)
+                                     *(("patience from the parent",
+                                        "validated every twelfth")
                                        if var.step == "self_train" else ()),
                                      cfg.seed_parallel if var.step == "seed_parallel" else None,
                                      *((FINETUNE_OUTPUTS,) if var.parent else ()),

@@ -281,7 +281,8 @@ class StageRunner:
                 stats = fn(tmp) or {}
             except DryRun as done:
                 raise DryRun(f"stage {name}: {done}") from None
-            rec = {"stage": name, "key": key, "seconds": round(time.time() - start, 2),
+            rec = {"stage": name, "key": key, "started": round(start, 2),
+                   "seconds": round(time.time() - start, 2),
                    "stats": stats, "inputs": inputs or {}}
             if self.remote:
                 rec["empty_files"] = fileio.empty_files(tmp)

@@ -64,7 +64,7 @@ def test_train_and_nbest(tmp_path):
     assert fairseq_nmt.stopped_early(log)
     validated = [(int(n), float(loss)) for loss, n in re.findall(
         r"valid on 'valid' subset \| loss ([\d.]+) .*num_updates (\d+)", log.read_text())]
-    assert [n for n, _ in validated] == [50], validated  # every max(25, 200 // 4) updates
+    assert [n for n, _ in validated] == [25], validated  # every max(25, 200 // 12) updates
     assert validated[0][1] > fairseq_nmt.valid_loss(ckpt)
     assert fairseq_nmt.valid_loss(tuned) == fairseq_nmt.valid_loss(ckpt)
 
@@ -160,3 +160,29 @@ def test_bf16_precision_trains_under_autocast_and_decodes_as_before(tmp_path):
     out = fairseq_nmt.generate_nbest(data, [bf16], sw, ["set an alarm for two"], "en", "de", s,
                                      tmp_path / "gen")
     assert len(out) == 1 and len(out[0]) == 3
+
+
+def _final_lr(log) -> float:
+    """The learning rate of the last update a fairseq training log reports."""
+    return float(re.findall(r"\| lr ([\d.e-]+) \|", log.read_text())[-1])
+
+
+def test_a_linear_schedule_decays_a_base_to_zero_and_its_fine_tune_keeps_inverse_sqrt(tmp_path):
+    """``lr_schedule: linear`` ends a base's budget at learning rate 0 (inverse square root
+    is still at lr * sqrt(warm-up / updates) there); a fine-tune of that base keeps inverse
+    square root, so it does not start from a spent schedule."""
+    sw = Subword.train([t for p in PAIRS for t in p], tmp_path / "spm", vocab_size=60)
+    s = fairseq_nmt.NmtSettings(encoder_layers=1, decoder_layers=1, embed_dim=32, ffn_dim=64,
+                                heads=2, max_updates=40, warmup_updates=10, lr=0.005,
+                                max_tokens=1024, beam=3, nbest=3, max_minutes=3)
+    data = fairseq_nmt.binarize(tmp_path, sw, PAIRS, PAIRS[:8], "en", "de")
+    fairseq_nmt.train(data, tmp_path / "sqrt", s, tmp_path / "sqrt.log")
+    assert _final_lr(tmp_path / "sqrt.log") == pytest.approx(0.005 * (10 / 40) ** 0.5, rel=1e-3)
+    base = fairseq_nmt.train(data, tmp_path / "linear", replace(s, lr_schedule="linear"),
+                             tmp_path / "linear.log")
+    assert fairseq_nmt.updates_reached(tmp_path / "linear.log") == 40
+    assert _final_lr(tmp_path / "linear.log") == 0
+    fairseq_nmt.train(data, tmp_path / "ft", replace(s, lr_schedule="linear"),
+                      tmp_path / "ft.log", restore=base, updates=20)
+    assert _final_lr(tmp_path / "ft.log") == pytest.approx(0.005 * (10 / 20) ** 0.5, rel=1e-3)
+

@@ -49,3 +49,16 @@ def test_corpus_tagger_fitted_alone_equals_the_one_fitted_beside_the_upper_bound
     assert (out / "upper_bound" / "_DONE.json").stat().st_mtime_ns == before  # not redone
     for rel in ("corpus/corpus.jsonl", "corpus/corpus.parquet"):
         assert (out / rel).read_bytes() == (reference_run / rel).read_bytes(), rel
+
+
+def test_the_paraphrase_fine_tune_runs_beside_the_intent_model_fits(reference_run):
+    """The encoder fine-tune starts with self-training; the stages that embed with the intent
+    model's encoder (one cache) still run one after another, in a fresh run's order."""
+    import json
+
+    summary = json.loads((reference_run / "summary.json").read_text())
+    start = {n: r["started"] for n, r in summary.items()}
+    end = {n: r["started"] + r["seconds"] for n, r in summary.items()}
+    assert start["paraphrase"] < end["self_training"] and start["self_training"] < end["paraphrase"]
+    chain = ("self_training", "upper_bound", "diversity", "curves", "corpus")
+    assert all(end[a] <= start[b] for a, b in zip(chain, chain[1:]))
