@@ -356,13 +356,19 @@ class IntentRun:
         base_rows = [row[r.text] for r in base]
         base_labels = [r.intent for r in base]
         test_rows = [row[r.text] for r in test]
-        self.st.log(f"curves: {len(tasks)} intent models ({len(orders)} orders x "
-                    f"{len(points)} points) on {cfg.curve_workers or 'every'} worker(s)")
-        preds = Parallel(n_jobs=cfg.curve_workers or -1)(
-            delayed(fit_predict)(texts, vecs, base_rows + [row[c["text"]] for c in ex],
-                                 base_labels + [c["_decision"]["intent"] for c in ex],
-                                 test_rows, model)
-            for _, _, ex in tasks)
+        # orders that add the same candidates (all of them at the full budget) train the
+        # same model: each distinct training set is fitted once
+        fits: dict[TrainingSet, int] = {}
+        fit_of = [fits.setdefault(training_set(
+                      base_rows + [row[c["text"]] for c in ex],
+                      base_labels + [c["_decision"]["intent"] for c in ex]), len(fits))
+                  for _, _, ex in tasks]
+        self.st.log(f"curves: {len(tasks)} curve points ({len(orders)} orders x {len(points)}), "
+                    f"{len(fits)} distinct intent models on "
+                    f"{cfg.curve_workers or 'every'} worker(s)")
+        fitted = Parallel(n_jobs=cfg.curve_workers or -1)(
+            delayed(fit_predict)(texts, vecs, train, test_rows, model) for train in fits)
+        preds = [fitted[i] for i in fit_of]
         results: dict[str, list[dict[str, float]]] = {}
         predictions: dict[str, list[list[str]]] = {}
         for (name, n, extra), pred in zip(tasks, preds):
@@ -445,18 +451,21 @@ DIVERSITY_OUTPUTS = ("diversity_order.jsonl", "peer_orders.jsonl: order, intent,
                      + ", ".join(SELECTED_ORDERS[1:]))
 CURVES_OUTPUTS = ("curves.json", "predictions.npz: gold, new_intents, <order>.<point index>",
                   "orders: " + ", ".join(CURVE_ORDERS),
-                  "full budget: diversity rounds x batch_size per intent")
+                  "full budget: diversity rounds x batch_size per intent",
+                  "one fit per distinct training set, its rows in canonical order")
 # a fresh run's order.  The stages that embed with the intent model's encoder run one after
 # another in it (the embedding cache gives each the vectors of those before it), and the
-# paraphrase encoder's fine-tune, which embeds with its own, runs beside them
-STAGES = ("prepare", "relevance", "pool", "self_training", "upper_bound", "paraphrase",
+# paraphrase encoder's fine-tune, which embeds with its own and needs only ``prepare``,
+# starts with relevance and runs beside them: it is the longest stage before diversity
+STAGES = ("prepare", "relevance", "paraphrase", "pool", "self_training", "upper_bound",
           "diversity", "curves", "corpus")
 AFTER = {"prepare": (), "relevance": ("prepare",), "pool": ("relevance",),
          "self_training": ("pool",), "upper_bound": ("self_training",),
          "paraphrase": ("prepare",), "diversity": ("upper_bound", "paraphrase"),
          "curves": ("diversity",), "corpus": ("diversity",)}
-# single-threaded intent-model and CRF fits beside the two-threaded encoder fine-tune
-SIDE_BY_SIDE = ("self_training", "upper_bound", "paraphrase")
+# the n-gram and intent-model fits, the pool's Beam pipeline and the CRF fits beside the
+# two-threaded encoder fine-tune
+SIDE_BY_SIDE = ("relevance", "pool", "self_training", "upper_bound", "paraphrase")
 STAGE_WORKERS = 2
 
 
@@ -466,12 +475,24 @@ def classifier_args(cfg: IntentConfig) -> dict[str, Any]:
     return dict(c=im.c, seed=cfg.seed, class_weight=im.class_weight, min_df=im.min_df)
 
 
-def fit_predict(texts: list[str], vecs: np.ndarray, train: list[int], labels: list[str],
-                test: list[int], model: dict[str, Any]) -> list[str]:
-    """One curve point: the intent model fitted on rows ``train`` of (texts, vecs), its
-    predictions for rows ``test``.  A plain function of its arguments, so that worker
-    processes can run it."""
-    clf = IntentClassifier(**model).fit([texts[i] for i in train], vecs[train], labels)
+TrainingSet = tuple[tuple[int, str], ...]
+
+
+def training_set(rows: list[int], labels: list[str]) -> TrainingSet:
+    """(row, label) pairs in one canonical order: a fit depends on which utterances it
+    trains on, not on the order an ordering listed them in (the loss sums over rows, and
+    float sums differ with their order), so equal sets are one fit."""
+    return tuple(sorted(zip(rows, labels)))
+
+
+def fit_predict(texts: list[str], vecs: np.ndarray, train: TrainingSet, test: list[int],
+                model: dict[str, Any]) -> list[str]:
+    """One curve point: the intent model fitted on the (row, label) pairs ``train`` of
+    (texts, vecs), its predictions for rows ``test``.  A plain function of its arguments,
+    so that worker processes can run it."""
+    rows = [r for r, _ in train]
+    clf = IntentClassifier(**model).fit([texts[i] for i in rows], vecs[rows],
+                                        [label for _, label in train])
     return list(clf.predict([texts[i] for i in test], vecs[test])[0])
 
 

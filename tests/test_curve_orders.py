@@ -189,6 +189,10 @@ def test_curves_are_the_same_whether_their_models_fit_side_by_side_or_one_at_a_t
         assert one[name] == many[name], name
         assert all((preds[0][k] == preds[1][k]).all() for k in preds[0].files
                    if k.startswith(f"{name}.")), name
+    # at the full budget every order adds every candidate: one shared fit, one prediction
+    last = {name: tuple(preds[1][f"{name}.{len(many[name]) - 1}"]) for name in many}
+    assert len({p["added"] for p in (c[-1] for c in many.values())}) == 1
+    assert len(set(last.values())) == 1, {k: v[:5] for k, v in last.items()}
     orders = [[json.loads(x) for x in (r / "diversity" / "diversity_order.jsonl").open()]
               for r in (run, reference_run)]
     ids = [[(o["intent"], o["id"]) for o in order] for order in orders]

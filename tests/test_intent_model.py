@@ -65,3 +65,23 @@ def test_every_fit_of_a_run_reads_min_df_from_the_config():
                       ["intent_model.min_df=2", "seed=5"], check_files=False)
     assert classifier_args(cfg) == {"c": cfg.intent_model.c, "seed": 5,
                                     "class_weight": cfg.intent_model.class_weight, "min_df": 2}
+
+
+def test_a_curve_fit_depends_on_its_training_set_not_on_the_order_of_its_rows():
+    """The curves fit one model per distinct training set: two orders that add the same
+    candidates in another order share a fit, and that cached fit must be the one each order
+    would have got alone."""
+    from winnow.pipelines.intent_workflow import fit_predict, training_set
+
+    texts, emb, labels = _imbalanced()
+    rows = list(range(len(texts)))
+    shuffled = list(np.random.default_rng(1).permutation(rows))
+    model = dict(c=10.0, seed=0, class_weight=0.75, min_df=1)
+    one = training_set(rows, labels)
+    other = training_set(shuffled, [labels[i] for i in shuffled])
+    assert one == other and hash(one) == hash(other)
+    test = [0, 59, 60, 62]
+    assert fit_predict(texts, emb, one, test, model) == fit_predict(texts, emb, other, test, model)
+    assert fit_predict(texts, emb, one, test, model) == ["music", "music", "alarm", "alarm"]
+    # another label for one row is another training set
+    assert training_set(rows, labels[:-1] + ["music"]) != one
