@@ -455,17 +455,15 @@ CURVES_OUTPUTS = ("curves.json", "predictions.npz: gold, new_intents, <order>.<p
                   "one fit per distinct training set, its rows in canonical order")
 # a fresh run's order.  The stages that embed with the intent model's encoder run one after
 # another in it (the embedding cache gives each the vectors of those before it), and the
-# paraphrase encoder's fine-tune, which embeds with its own and needs only ``prepare``,
-# starts with relevance and runs beside them: it is the longest stage before diversity
-STAGES = ("prepare", "relevance", "paraphrase", "pool", "self_training", "upper_bound",
+# paraphrase encoder's fine-tune, which embeds with its own, runs beside them
+STAGES = ("prepare", "relevance", "pool", "self_training", "upper_bound", "paraphrase",
           "diversity", "curves", "corpus")
 AFTER = {"prepare": (), "relevance": ("prepare",), "pool": ("relevance",),
          "self_training": ("pool",), "upper_bound": ("self_training",),
          "paraphrase": ("prepare",), "diversity": ("upper_bound", "paraphrase"),
          "curves": ("diversity",), "corpus": ("diversity",)}
-# the n-gram and intent-model fits, the pool's Beam pipeline and the CRF fits beside the
-# two-threaded encoder fine-tune
-SIDE_BY_SIDE = ("relevance", "pool", "self_training", "upper_bound", "paraphrase")
+# single-threaded intent-model and CRF fits beside the two-threaded encoder fine-tune
+SIDE_BY_SIDE = ("self_training", "upper_bound", "paraphrase")
 STAGE_WORKERS = 2
 
 
