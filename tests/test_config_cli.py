@@ -1,4 +1,5 @@
 """Config validation and CLI errors: one clear message naming file and key, exit code 2."""
+import os
 import subprocess
 import sys
 
@@ -6,6 +7,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from winnow.pipelines import launch
 from winnow.pipelines.config import ConfigError, load_config
 
 BASE = {"workflow": "intent", "output_dir": "out", "new_intents": ["a"],
@@ -83,6 +85,27 @@ def test_cli_validate_ok(tmp_path):
     out = subprocess.run([sys.executable, "-m", "winnow.pipelines.cli", "validate",
                           str(write(tmp_path, BASE))], capture_output=True, text=True)
     assert out.returncode == 0 and "ok (intent workflow" in out.stdout
+
+
+def test_the_command_caps_thread_spinning_before_numpy_loads(tmp_path):
+    """BLAS and OpenMP runtimes read their spin settings once, when they load: the console
+    command sets them before anything loads numpy, and keeps a value the user set."""
+    probe = ("import os, sys\n"
+             "from winnow.pipelines import launch\n"
+             "assert 'numpy' not in sys.modules\n"
+             "sys.argv = ['winnow', 'validate', sys.argv[1]]\n"
+             "assert launch.main() == 0\n"
+             "print(os.environ['GOMP_SPINCOUNT'], os.environ['OPENBLAS_THREAD_TIMEOUT'])\n")
+    env = {k: v for k, v in os.environ.items() if k not in launch.SPIN_LIMITS}
+    cfg = str(write(tmp_path, BASE))
+    out = subprocess.run([sys.executable, "-c", probe, cfg], capture_output=True, text=True,
+                         env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == [launch.SPIN_LIMITS["GOMP_SPINCOUNT"],
+                                       launch.SPIN_LIMITS["OPENBLAS_THREAD_TIMEOUT"]]
+    out = subprocess.run([sys.executable, "-c", probe, cfg], capture_output=True, text=True,
+                         env={**env, "GOMP_SPINCOUNT": "7"})
+    assert out.stdout.split()[-2] == "7"
 
 
 def test_shipped_configs_are_valid():
