@@ -21,7 +21,32 @@ LEARNING_RATE = 2e-5  # encoder weights
 HEAD_LEARNING_RATE = 1e-2  # the cosine's scale and bias
 INIT_SCALE, INIT_BIAS = 10.0, -5.0  # sigmoid(10 cos - 5): 0.5 at cos = 0.5
 BATCH_SIZE = 32
+# pairs are sorted by length within groups of this many batches (``length_grouped_batches``)
+LENGTH_GROUP_BATCHES = 50
 LOG_EVERY_BATCHES = 50
+
+
+def length_grouped_batches(pairs: list[tuple[str, str, int]], batch_size: int,
+                           rng: random.Random, length: Callable[[str], int]
+                           ) -> list[list[tuple[str, str, int]]]:
+    """One epoch's batches: the pairs shuffled, cut into groups of ``LENGTH_GROUP_BATCHES``
+    batches, each group sorted by its pairs' longer text, cut into batches, and the batches
+    shuffled (as Hugging Face's ``LengthGroupedSampler`` does).
+
+    Why: the encoder pads a batch to its longest text and computes every padded position.
+    In shuffled batches of MASSIVE template pairs half of the positions are padding (51%;
+    seed 16's 8,000 pairs); in grouped ones 15%, so the fine-tune computes 43% fewer.
+    Which pairs share a batch is still random within a group, and the order of the
+    batches is random."""
+    order = list(pairs)
+    rng.shuffle(order)
+    group = batch_size * LENGTH_GROUP_BATCHES
+    batches = []
+    for start in range(0, len(order), group):
+        ranked = sorted(order[start:start + group], key=lambda p: max(length(p[0]), length(p[1])))
+        batches += [ranked[i:i + batch_size] for i in range(0, len(ranked), batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def fine_tune(model, pairs: list[tuple[str, str, int]], epochs: int, seed: int,
@@ -39,15 +64,14 @@ def fine_tune(model, pairs: list[tuple[str, str, int]], epochs: int, seed: int,
         features = model.preprocess(texts)
         return torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
 
-    order = list(pairs)
+    texts = sorted({t for a, b, _ in pairs for t in (a, b)})
+    tokens = dict(zip(texts, map(len, model.tokenizer(texts)["input_ids"]))) if texts else {}
     rng = random.Random(seed)
-    n_batches = (len(order) + batch_size - 1) // batch_size
     model.train()
     for epoch in range(epochs):
-        rng.shuffle(order)
+        batches = length_grouped_batches(pairs, batch_size, rng, tokens.__getitem__)
         running = 0.0
-        for b in range(n_batches):
-            batch = order[b * batch_size:(b + 1) * batch_size]
+        for b, batch in enumerate(batches):
             cos = (embed([a for a, _, _ in batch]) * embed([t for _, t, _ in batch])).sum(-1)
             target = torch.tensor([float(y) for _, _, y in batch])
             loss = torch.nn.functional.binary_cross_entropy_with_logits(scale * cos + bias, target)
@@ -55,8 +79,8 @@ def fine_tune(model, pairs: list[tuple[str, str, int]], epochs: int, seed: int,
             loss.backward()
             opt.step()
             running += loss.item()
-            if log and ((b + 1) % LOG_EVERY_BATCHES == 0 or b + 1 == n_batches):
-                log(f"paraphrase encoder: epoch {epoch + 1}/{epochs} batch {b + 1}/{n_batches} "
+            if log and ((b + 1) % LOG_EVERY_BATCHES == 0 or b + 1 == len(batches)):
+                log(f"paraphrase encoder: epoch {epoch + 1}/{epochs} batch {b + 1}/{len(batches)} "
                     f"loss {running / (b % LOG_EVERY_BATCHES + 1):.3f}")
                 running = 0.0
     model.eval()

@@ -137,6 +137,32 @@ def test_fine_tuning_the_encoder_separates_paraphrases_from_hard_negatives():
     assert not model.training
 
 
+def test_length_grouped_batches_hold_every_pair_once_and_pad_less_than_shuffled_ones():
+    import random
+
+    from winnow.selectors.paraphrase_encoder import LENGTH_GROUP_BATCHES, length_grouped_batches
+
+    rng = random.Random(0)
+    pairs = [(" ".join("w" * rng.randint(1, 20)), " ".join("v" * rng.randint(1, 20)), i % 2)
+             for i in range(8 * LENGTH_GROUP_BATCHES * 3 + 5)]
+    length = lambda text: len(text.split())  # noqa: E731
+    batches = length_grouped_batches(pairs, 8, random.Random(1), length)
+    assert sorted(p for b in batches for p in b) == sorted(pairs)
+    assert all(1 <= len(b) <= 8 for b in batches)
+    assert batches == length_grouped_batches(pairs, 8, random.Random(1), length)
+
+    def padded(bs) -> int:  # positions the encoder computes: each side padded to its longest
+        return sum(len(b) * max(length(p[side]) for p in b) for b in bs for side in (0, 1))
+
+    shuffled = pairs[:]
+    random.Random(1).shuffle(shuffled)
+    plain = [shuffled[i:i + 8] for i in range(0, len(shuffled), 8)]
+    assert padded(batches) < 0.8 * padded(plain)
+    # the batches of a group are not laid out shortest first: the epoch's order is random
+    first = [max(length(p[0]), length(p[1])) for b in batches[:LENGTH_GROUP_BATCHES] for p in b[:1]]
+    assert first != sorted(first)
+
+
 def test_weights_multiply_novelty_and_without_them_the_order_is_the_plain_one():
     det, annotated, cand = toy_detector(), np.eye(6, dtype=np.float32)[:1], unit_rows(3, 30)
     plain = diversity_order(det, cand, annotated, batch_size=2, rounds=6)
