@@ -446,7 +446,8 @@ class IntentRun:
 # whose outputs lack a property listed here redoes the stage
 POOL_OUTPUTS = ("selected.jsonl: ids unique (id@source where records collide)",)
 INTENT_MODEL_VERSION = ("intent model fits: float32 features",)  # self_training, upper_bound
-PARAPHRASE_OUTPUTS = ("detector.npz, encoder, tagger.pkl: fitted without the held-out intents",)
+PARAPHRASE_OUTPUTS = ("detector.npz, encoder, tagger.pkl: fitted without the held-out intents",
+                      "encoder fine-tuned on length-grouped batches")
 DIVERSITY_OUTPUTS = ("diversity_order.jsonl", "peer_orders.jsonl: order, intent, rank, id of "
                      + ", ".join(SELECTED_ORDERS[1:]))
 CURVES_OUTPUTS = ("curves.json", "predictions.npz: gold, new_intents, <order>.<point index>",
