@@ -357,18 +357,18 @@ class IntentRun:
         base_labels = [r.intent for r in base]
         test_rows = [row[r.text] for r in test]
         # orders that add the same candidates (all of them at the full budget) train the
-        # same model: each distinct training set is fitted once, the largest first, so that
-        # no worker is left alone with a long fit at the end
-        train_of = [training_set(base_rows + [row[c["text"]] for c in ex],
-                                 base_labels + [c["_decision"]["intent"] for c in ex])
-                    for _, _, ex in tasks]
-        trains = sorted(dict.fromkeys(train_of), key=len, reverse=True)
+        # same model: each distinct training set is fitted once
+        fits: dict[TrainingSet, int] = {}
+        fit_of = [fits.setdefault(training_set(
+                      base_rows + [row[c["text"]] for c in ex],
+                      base_labels + [c["_decision"]["intent"] for c in ex]), len(fits))
+                  for _, _, ex in tasks]
         self.st.log(f"curves: {len(tasks)} curve points ({len(orders)} orders x {len(points)}), "
-                    f"{len(trains)} distinct intent models on "
+                    f"{len(fits)} distinct intent models on "
                     f"{cfg.curve_workers or 'every'} worker(s)")
-        fitted = dict(zip(trains, Parallel(n_jobs=cfg.curve_workers or -1)(
-            delayed(fit_predict)(texts, vecs, train, test_rows, model) for train in trains)))
-        preds = [fitted[train] for train in train_of]
+        fitted = Parallel(n_jobs=cfg.curve_workers or -1)(
+            delayed(fit_predict)(texts, vecs, train, test_rows, model) for train in fits)
+        preds = [fitted[i] for i in fit_of]
         results: dict[str, list[dict[str, float]]] = {}
         predictions: dict[str, list[list[str]]] = {}
         for (name, n, extra), pred in zip(tasks, preds):
