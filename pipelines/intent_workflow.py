@@ -23,13 +23,14 @@ from winnow.pipelines.beam_io import (check_accounting, pipeline_options, read_j
 from winnow.pipelines.config import InputFile, IntentConfig, section_hash
 from winnow.pipelines.data_access import (EmbeddingCache, read_input, read_jsonl, write_jsonl,
                                           write_parquet)
-from winnow.pipelines.intent_candidates import (CURVE_ORDERS, SELECTED_ORDERS, candidates,
-                                                curve_orders, curve_points, hidden_truth,
-                                                pool_label)
+from winnow.pipelines.intent_candidates import (CURVE_ORDERS, REFERENCE_ORDERS, SELECTED_ORDERS,
+                                                candidates, curve_orders, curve_points,
+                                                hidden_truth, pool_label)
 from winnow.pipelines.intent_metrics import intent_metrics
 from winnow.pipelines.pool_scoring import build_pool_scoring, norm_key, unique_ids
 from winnow.pipelines.records import Utterance, to_dict, utterance_from_dict
-from winnow.pipelines.significance import new_intent_errors, save_curve_predictions
+from winnow.pipelines.significance import (load_curve_predictions, new_intent_errors,
+                                           save_curve_predictions)
 from winnow.pipelines.stages import (Fingerprints, Stage, StageRunner, package_version, publish,
                                      write_json)
 from winnow.selectors.annotation import parse_annotation
@@ -324,7 +325,23 @@ class IntentRun:
         p = in_domain_probability(self.emb.get(annotated), self.emb.get(pool), self.cfg.seed)
         return dict(zip(pool, p.tolist()))
 
+    def reference_curves(self, d: Path) -> dict[str, Any]:
+        """The curves of the orders that need no selector (``REFERENCE_ORDERS``: random,
+        relevance top-k, the oracle).  They need only the self-labelled candidates, so they
+        fit beside the paraphrase stage instead of after it; the curves stage takes their
+        predictions and fits only the training sets that the selectors add."""
+        return self._curves(d, REFERENCE_ORDERS, reference=None)
+
     def curves(self, d: Path) -> dict[str, Any]:
+        """Every order's curve (``CURVE_ORDERS``), the reference orders' from
+        ``reference_curves``."""
+        return self._curves(d, CURVE_ORDERS, reference=self.out / "reference_curves")
+
+    def _curves(self, d: Path, names: tuple[str, ...], reference: Path | None) -> dict[str, Any]:
+        """Error-vs-data curves of the orders ``names``: one intent model per distinct
+        training set, except those whose predictions ``reference`` (a reference_curves
+        output) holds already -- a fit is a function of its training set alone
+        (``training_set``), so a saved prediction is the one a new fit would make."""
         cfg = self.cfg
         seeds = self._load("prepare", "seeds.jsonl")
         existing = self._load("prepare", "existing.jsonl")
@@ -333,55 +350,65 @@ class IntentRun:
             return {"skipped": "no eval.test_path"}
         cands = candidates(self.out, self.cfg.new_intents)
         selected: dict[str, dict[str, list[str]]] = {n: defaultdict(list) for n in SELECTED_ORDERS}
-        for r in read_jsonl(self.out / "diversity" / "diversity_order.jsonl"):
-            selected["diversity"][r["intent"]].append(r["id"])
-        for r in read_jsonl(self.out / "diversity" / "peer_orders.jsonl"):
-            selected[r["order"]][r["intent"]].append(r["id"])
+        if set(names) & set(SELECTED_ORDERS):
+            for r in read_jsonl(self.out / "diversity" / "diversity_order.jsonl"):
+                selected["diversity"][r["intent"]].append(r["id"])
+            for r in read_jsonl(self.out / "diversity" / "peer_orders.jsonl"):
+                selected[r["order"]][r["intent"]].append(r["id"])
         truth = hidden_truth(self.out)
         hidden = {c["id"]: pool_label(truth, c) for cs in cands.values() for c in cs}
-        orders = curve_orders(cands, selected, hidden, cfg.seed)
+        orders = {name: order for name, order in curve_orders(cands, selected, hidden,
+                                                              cfg.seed).items()
+                  if name in names}
         points = curve_points([len(v) for v in cands.values()], cfg.curve_points,
                               cfg.diversity.rounds * cfg.diversity.batch_size)
         base = existing + seeds
-        tasks = []  # (order, per-intent size, candidates added)
+        tasks = []  # (order, point index, per-intent size, candidates added)
         for name, per_intent in orders.items():
-            for n in points:
-                tasks.append((name, n, [c for intent in cfg.new_intents
-                                        for c in per_intent.get(intent, [])[:n]]))
+            for i, n in enumerate(points):
+                tasks.append((name, i, n, [c for intent in cfg.new_intents
+                                           for c in per_intent.get(intent, [])[:n]]))
         # every text once, in one array the worker processes share (joblib memory-maps it)
-        texts = sorted({r.text for r in base + test} | {c["text"] for _, _, ex in tasks for c in ex})
+        texts = sorted({r.text for r in base + test}
+                       | {c["text"] for *_, ex in tasks for c in ex})
         row = {t: i for i, t in enumerate(texts)}
         vecs = self.emb.get(texts)
-        model = classifier_args(cfg)
         base_rows = [row[r.text] for r in base]
         base_labels = [r.intent for r in base]
         test_rows = [row[r.text] for r in test]
+        train_of = [training_set(base_rows + [row[c["text"]] for c in ex],
+                                 base_labels + [c["_decision"]["intent"] for c in ex])
+                    for *_, ex in tasks]
+        known: dict[TrainingSet, list[str]] = {}
+        if reference is not None:
+            _, _, saved = load_curve_predictions(reference / "predictions.npz")
+            for (name, i, _, _), train in zip(tasks, train_of):
+                if name in saved:
+                    known[train] = saved[name][i].tolist()
         # orders that add the same candidates (all of them at the full budget) train the
         # same model: each distinct training set is fitted once
-        fits: dict[TrainingSet, int] = {}
-        fit_of = [fits.setdefault(training_set(
-                      base_rows + [row[c["text"]] for c in ex],
-                      base_labels + [c["_decision"]["intent"] for c in ex]), len(fits))
-                  for _, _, ex in tasks]
-        self.st.log(f"curves: {len(tasks)} curve points ({len(orders)} orders x {len(points)}), "
-                    f"{len(fits)} distinct intent models on "
-                    f"{cfg.curve_workers or 'every'} worker(s)")
-        fitted = Parallel(n_jobs=cfg.curve_workers or -1)(
-            delayed(fit_predict)(texts, vecs, train, test_rows, model) for train in fits)
-        preds = [fitted[i] for i in fit_of]
+        fits = list(dict.fromkeys(t for t in train_of if t not in known))
+        self.st.log(f"{d.name}: {len(tasks)} curve points ({len(orders)} orders x "
+                    f"{len(points)}), {len(fits)} intent models to fit on "
+                    f"{cfg.curve_workers or 'every'} worker(s), {len(set(train_of)) - len(fits)} "
+                    "taken from reference_curves")
+        model = classifier_args(cfg)
+        known.update(zip(fits, Parallel(n_jobs=cfg.curve_workers or -1)(
+            delayed(fit_predict)(texts, vecs, train, test_rows, model) for train in fits)))
         results: dict[str, list[dict[str, float]]] = {}
         predictions: dict[str, list[list[str]]] = {}
-        for (name, n, extra), pred in zip(tasks, preds):
+        for (name, _, n, extra), train in zip(tasks, train_of):
+            pred = known[train]
             predictions.setdefault(name, []).append(pred)
             results.setdefault(name, []).append({"per_intent": n, "added": len(extra),
                                                  **self._scores(test, pred)})
-            self.st.log(f"curves: {name} +{len(extra)} -> "
+            self.st.log(f"{d.name}: {name} +{len(extra)} -> "
                         f"error {results[name][-1]['new_intent_error']:.4f}")
         write_json(d / "curves.json", results)
         # per-utterance predictions, so that intent_metrics can bootstrap the evaluation file
         save_curve_predictions(d / "predictions.npz", [r.intent for r in test], cfg.new_intents,
                                predictions)
-        return {"budget_per_intent": points[-1], "points": len(points)}
+        return {"budget_per_intent": points[-1], "points": len(points), "fitted": len(fits)}
 
     def upper_bound(self, d: Path) -> dict[str, Any]:
         test = self._load("prepare", "test.jsonl")
@@ -455,16 +482,17 @@ CURVES_OUTPUTS = ("curves.json", "predictions.npz: gold, new_intents, <order>.<p
                   "full budget: diversity rounds x batch_size per intent",
                   "one fit per distinct training set, its rows in canonical order")
 # a fresh run's order.  The stages that embed with the intent model's encoder run one after
-# another in it (the embedding cache gives each the vectors of those before it), and the
+# another in it (the embedding cache gives each the vectors of those before it); the
 # paraphrase encoder's fine-tune, which embeds with its own, runs beside them
-STAGES = ("prepare", "relevance", "pool", "self_training", "upper_bound", "paraphrase",
-          "diversity", "curves", "corpus")
+STAGES = ("prepare", "relevance", "pool", "self_training", "upper_bound", "reference_curves",
+          "paraphrase", "diversity", "curves", "corpus")
 AFTER = {"prepare": (), "relevance": ("prepare",), "pool": ("relevance",),
          "self_training": ("pool",), "upper_bound": ("self_training",),
-         "paraphrase": ("prepare",), "diversity": ("upper_bound", "paraphrase"),
-         "curves": ("diversity",), "corpus": ("diversity",)}
+         "reference_curves": ("upper_bound",), "paraphrase": ("prepare",),
+         "diversity": ("upper_bound", "paraphrase"), "curves": ("diversity", "reference_curves"),
+         "corpus": ("diversity",)}
 # single-threaded intent-model and CRF fits beside the two-threaded encoder fine-tune
-SIDE_BY_SIDE = ("self_training", "upper_bound", "paraphrase")
+SIDE_BY_SIDE = ("self_training", "upper_bound", "reference_curves", "paraphrase")
 STAGE_WORKERS = 2
 
 
@@ -533,7 +561,12 @@ def _stage_keys(cfg: IntentConfig, inputs: dict[str, dict[str, str]]) -> dict[st
     k["paraphrase"] = section_hash(k["prepare"], cfg.paraphrase, PARAPHRASE_OUTPUTS)
     k["diversity"] = section_hash(k["self_training"], k["paraphrase"], cfg.diversity,
                                   DIVERSITY_OUTPUTS)
-    k["curves"] = section_hash(k["diversity"], cfg.curve_points, CURVES_OUTPUTS)
+    # the reference orders' curves read the candidates and the budget, not the selector
+    k["reference_curves"] = section_hash(k["self_training"], cfg.curve_points,
+                                         cfg.diversity.rounds, cfg.diversity.batch_size,
+                                         CURVES_OUTPUTS)
+    k["curves"] = section_hash(k["diversity"], k["reference_curves"], cfg.curve_points,
+                               CURVES_OUTPUTS)
     k["upper_bound"] = section_hash(k["prepare"], model, INTENT_MODEL_VERSION)
     k["corpus"] = section_hash(k["diversity"])
     return k

@@ -197,3 +197,45 @@ def test_curves_are_the_same_whether_their_models_fit_side_by_side_or_one_at_a_t
               for r in (run, reference_run)]
     ids = [[(o["intent"], o["id"]) for o in order] for order in orders]
     assert ids[0] != ids[1] and len(ids[0]) == len(ids[1])
+
+
+def test_the_curves_take_the_reference_orders_fits_and_equal_curves_fitted_in_one_stage(
+        reference_run, demo_data, tmp_path):
+    """random, relevance top-k and the oracle fit in ``reference_curves``, beside the
+    paraphrase stage; the curves stage takes their predictions for every training set they
+    share.  Fitting every order's curve in one go, with nothing taken, gives the same
+    curves and predictions, and fits more models."""
+    import shutil
+
+
+    from conftest import REPO, intent_cmd
+    from winnow.pipelines.config import load_config
+    from winnow.pipelines.intent_candidates import CURVE_ORDERS, REFERENCE_ORDERS
+    from winnow.pipelines.intent_workflow import IntentRun
+    from winnow.pipelines.significance import load_curve_predictions
+    from winnow.pipelines.stages import StageRunner
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    cmd = intent_cmd(demo_data, run)
+    sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+    cfg = load_config(REPO / "configs" / "demo-intent.yaml", sets)
+    runner = StageRunner(run, quiet=True)
+    try:
+        one_go = tmp_path / "one_go"
+        one_go.mkdir()
+        stats = IntentRun(cfg, [], runner)._curves(one_go, CURVE_ORDERS, reference=None)
+    finally:
+        runner.release()
+    taken = json.loads((run / "curves" / "_DONE.json").read_text())["stats"]
+    assert taken["fitted"] < stats["fitted"]
+    assert (json.loads((one_go / "curves.json").read_text())
+            == json.loads((run / "curves" / "curves.json").read_text()))
+    _, _, ref = load_curve_predictions(run / "reference_curves" / "predictions.npz")
+    _, _, merged = load_curve_predictions(run / "curves" / "predictions.npz")
+    _, _, fresh = load_curve_predictions(one_go / "predictions.npz")
+    assert set(ref) == set(REFERENCE_ORDERS) and set(merged) == set(fresh) == set(CURVE_ORDERS)
+    for name in CURVE_ORDERS:
+        assert all((a == b).all() for a, b in zip(merged[name], fresh[name])), name
+        if name in ref:
+            assert all((a == b).all() for a, b in zip(merged[name], ref[name])), name

@@ -13,7 +13,7 @@ from conftest import REPO, intent_cmd, lm_cmd
 from winnow.pipelines.stages import LOCK, RunLocked, StageRunner
 
 UPSTREAM = ("prepare", "relevance", "paraphrase", "upper_bound")
-AFTER_POOL = ("pool", "self_training", "diversity", "curves", "corpus")
+AFTER_POOL = ("pool", "self_training", "reference_curves", "diversity", "curves", "corpus")
 
 
 def _done_times(run) -> dict[str, int]:
@@ -60,10 +60,11 @@ def test_appended_pool_reruns_pool_and_after_and_new_utterances_reach_the_corpus
 def test_config_edit_reruns_its_stage_and_what_follows_only(own_run):
     data, out = own_run
     before = _done_times(out)
-    r = subprocess.run(intent_cmd(data, out) + ["--set", "diversity.batch_size=4"],
+    r = subprocess.run(intent_cmd(data, out) + ["--set", "diversity.objective=coverage"],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     after = _done_times(out)
+    # another selector: its order and the curves that read it, not the reference orders'
     assert {s for s in after if after[s] != before[s]} == {"diversity", "curves", "corpus"}
 
 
