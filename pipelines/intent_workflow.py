@@ -330,18 +330,19 @@ class IntentRun:
         relevance top-k, the oracle).  They need only the self-labelled candidates, so they
         fit beside the paraphrase stage instead of after it; the curves stage takes their
         predictions and fits only the training sets that the selectors add."""
-        return self._curves(d, REFERENCE_ORDERS, reference=None)
+        return self._curves(d, "reference_curves", REFERENCE_ORDERS, reference=None)
 
     def curves(self, d: Path) -> dict[str, Any]:
         """Every order's curve (``CURVE_ORDERS``), the reference orders' from
         ``reference_curves``."""
-        return self._curves(d, CURVE_ORDERS, reference=self.out / "reference_curves")
+        return self._curves(d, "curves", CURVE_ORDERS, reference=self.out / "reference_curves")
 
-    def _curves(self, d: Path, names: tuple[str, ...], reference: Path | None) -> dict[str, Any]:
-        """Error-vs-data curves of the orders ``names``: one intent model per distinct
-        training set, except those whose predictions ``reference`` (a reference_curves
-        output) holds already -- a fit is a function of its training set alone
-        (``training_set``), so a saved prediction is the one a new fit would make."""
+    def _curves(self, d: Path, stage: str, names: tuple[str, ...], reference: Path | None
+                ) -> dict[str, Any]:
+        """Stage ``stage``'s error-vs-data curves of the orders ``names``: one intent model
+        per distinct training set, except those whose predictions ``reference`` (a
+        reference_curves output) holds already -- a fit is a function of its training set
+        alone (``training_set``), so a saved prediction is the one a new fit would make."""
         cfg = self.cfg
         seeds = self._load("prepare", "seeds.jsonl")
         existing = self._load("prepare", "existing.jsonl")
@@ -388,10 +389,11 @@ class IntentRun:
         # orders that add the same candidates (all of them at the full budget) train the
         # same model: each distinct training set is fitted once
         fits = list(dict.fromkeys(t for t in train_of if t not in known))
-        self.st.log(f"{d.name}: {len(tasks)} curve points ({len(orders)} orders x "
+        taken = (f", {len(set(train_of)) - len(fits)} taken from reference_curves"
+                 if reference is not None else "")
+        self.st.log(f"{stage}: {len(tasks)} curve points ({len(orders)} orders x "
                     f"{len(points)}), {len(fits)} intent models to fit on "
-                    f"{cfg.curve_workers or 'every'} worker(s), {len(set(train_of)) - len(fits)} "
-                    "taken from reference_curves")
+                    f"{cfg.curve_workers or 'every'} worker(s){taken}")
         model = classifier_args(cfg)
         known.update(zip(fits, Parallel(n_jobs=cfg.curve_workers or -1)(
             delayed(fit_predict)(texts, vecs, train, test_rows, model) for train in fits)))
@@ -402,7 +404,7 @@ class IntentRun:
             predictions.setdefault(name, []).append(pred)
             results.setdefault(name, []).append({"per_intent": n, "added": len(extra),
                                                  **self._scores(test, pred)})
-            self.st.log(f"{d.name}: {name} +{len(extra)} -> "
+            self.st.log(f"{stage}: {name} +{len(extra)} -> "
                         f"error {results[name][-1]['new_intent_error']:.4f}")
         write_json(d / "curves.json", results)
         # per-utterance predictions, so that intent_metrics can bootstrap the evaluation file

@@ -224,7 +224,8 @@ def test_the_curves_take_the_reference_orders_fits_and_equal_curves_fitted_in_on
     try:
         one_go = tmp_path / "one_go"
         one_go.mkdir()
-        stats = IntentRun(cfg, [], runner)._curves(one_go, CURVE_ORDERS, reference=None)
+        stats = IntentRun(cfg, [], runner)._curves(one_go, "curves", CURVE_ORDERS,
+                                                     reference=None)
     finally:
         runner.release()
     taken = json.loads((run / "curves" / "_DONE.json").read_text())["stats"]
