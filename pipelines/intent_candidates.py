@@ -14,7 +14,8 @@ from winnow.pipelines.data_access import read_jsonl
 # the orders that the diversity stage writes (``selected_orders.jsonl``): the paper's
 # selector and its two coverage peers (``selectors/coverage.py``)
 SELECTED_ORDERS = ("diversity", "k_center", "facility_location")
-# the orders that need no selector: their curves fit as soon as self-training is done
+# the orders that need no selector, only the self-labelled candidates: their curves fit
+# in a stage of their own (``reference_curves``), beside the paraphrase stage
 REFERENCE_ORDERS = ("random", "relevance_topk", "oracle")
 CURVE_ORDERS = ("random", "relevance_topk", *SELECTED_ORDERS, "oracle")
 

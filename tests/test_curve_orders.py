@@ -207,7 +207,6 @@ def test_the_curves_take_the_reference_orders_fits_and_equal_curves_fitted_in_on
     curves and predictions, and fits more models."""
     import shutil
 
-
     from conftest import REPO, intent_cmd
     from winnow.pipelines.config import load_config
     from winnow.pipelines.intent_candidates import CURVE_ORDERS, REFERENCE_ORDERS
@@ -237,6 +236,8 @@ def test_the_curves_take_the_reference_orders_fits_and_equal_curves_fitted_in_on
     _, _, fresh = load_curve_predictions(one_go / "predictions.npz")
     assert set(ref) == set(REFERENCE_ORDERS) and set(merged) == set(fresh) == set(CURVE_ORDERS)
     for name in CURVE_ORDERS:
+        assert len(merged[name]) == len(fresh[name]) > 0, name
         assert all((a == b).all() for a, b in zip(merged[name], fresh[name])), name
         if name in ref:
+            assert len(ref[name]) == len(merged[name]), name
             assert all((a == b).all() for a, b in zip(merged[name], ref[name])), name
