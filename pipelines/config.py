@@ -201,10 +201,12 @@ class NmtConfig(Strict):
                             "the LM's (lower-cased, no punctuation), the style of spoken seeds")
     threads: int = Field(1, ge=1, description="torch threads per fairseq process "
                          "(OMP_NUM_THREADS); 1 is fastest for small models on shared cores")
-    precision: Literal["fp32", "bf16"] = Field(
+    precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32", description="bf16: each training step runs under CPU bfloat16 autocast "
         "(float32 weights, optimizer state and loss; validation and beam search stay float32). "
-        "On CPUs with AMX or AVX512-BF16 a step takes ~0.7x the time; on others it is slower")
+        "On CPUs with AMX or AVX512-BF16 a step takes ~0.7x the time; on others it is slower. "
+        "auto: bf16 where this CPU has those units, else fp32, resolved when the config loads "
+        "(the stage keys and each base's stats name the precision that ran)")
     lr_schedule: Literal["inverse_sqrt", "linear"] = Field(
         "inverse_sqrt", description="the base translators' learning rate after the warm-up: "
         "inverse square root, or linear decay to 0 at max_updates (fine-tunes keep inverse "
@@ -225,6 +227,10 @@ class NmtConfig(Strict):
             raise ValueError("nmt.embed_dim must be divisible by nmt.heads")
         if self.nbest > self.beam:
             raise ValueError("nmt.nbest cannot exceed nmt.beam")
+        if self.precision == "auto":
+            from winnow.translate.fairseq_nmt import bf16_units
+
+            self.precision = "bf16" if bf16_units() else "fp32"
         return self
 
 

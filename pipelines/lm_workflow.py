@@ -370,7 +370,7 @@ class LmRun:
         if v.parent is None:
             data = fairseq_nmt.binarize(d, sw, general, self._valid(name), src, tgt)
             fairseq_nmt.train(data, d / "checkpoints", s, d / "train.log")
-            return {"pairs": len(general)} | self._base_trained(d, s)
+            return {"pairs": len(general), "precision": s.precision} | self._base_trained(d, s)
         seed_pairs = (self._nmt_pairs(self._parallel("seed_parallel", self._back_translated(name)))
                       if "seed_parallel" in (variant(x).step for x in chain(name)) else [])
         stats: dict[str, Any] = {"seed_parallel_pairs": len(seed_pairs)}

@@ -277,6 +277,22 @@ def test_bf16_precision_re_keys_the_translators_and_float32_keeps_earlier_keys(t
     assert {"back_translation", "nmt_filtered", "nbest_filtered_sp", "tune"} <= set(fp32) - same
 
 
+@pytest.mark.parametrize("units", [True, False])
+def test_auto_precision_is_bf16_where_the_cpu_has_bfloat16_units(tmp_path, monkeypatch, units):
+    """``precision: auto`` resolves when the config loads, so every stage key is the one of
+    the precision that runs: bf16 on a CPU with bfloat16 units, fp32 (the keys of earlier
+    runs) on one without."""
+    from winnow.translate import fairseq_nmt
+
+    monkeypatch.setattr(fairseq_nmt, "bf16_units", lambda: units)
+    cfg = load_config(REPO / "configs" / "massive-de.yaml", [f"output_dir={tmp_path}"],
+                      check_files=False)
+    assert cfg.nmt.precision == ("bf16" if units else "fp32")
+    pinned = load_config(REPO / "configs" / "massive-de.yaml",
+                         [f"output_dir={tmp_path}", "nmt.precision=fp32"], check_files=False)
+    assert pinned.nmt.precision == "fp32"
+
+
 TUNING_SOURCES = ["set an alarm for seven", "what is the weather today", "play some music"]
 
 

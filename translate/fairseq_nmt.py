@@ -54,6 +54,16 @@ class NmtSettings:
     extra_train_args: list[str] = field(default_factory=list)
 
 
+def bf16_units() -> bool:
+    """Whether this CPU has bfloat16 matrix units (AVX512-BF16 or AMX), where training
+    steps under bfloat16 autocast pay: two en-de bases side by side ran 1.41 times the
+    updates/s of float32 on an AMD EPYC with AVX512-BF16 (stop 54).  Without them autocast
+    converts in software and a step is slower."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def _env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ) | (extra or {})
     # torch >= 2.6 loads checkpoints with weights_only=True, which fairseq's
