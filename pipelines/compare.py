@@ -4,7 +4,7 @@ A development evaluation file with 20-126 utterances per new intent moves these 
 several points from one draw of the seeds to the next (``--set seed=N``), so a setting
 should be judged on the spread over draws, not on one run. Intent runs also get their
 curves averaged point by point; the budget differs between draws, so the last point of
-every curve is compared as ``full``. Each order's curve is also paired with random's at the
+every curve is compared as ``full``, and a point at a share of the budget by its share. Each order's curve is also paired with random's at the
 same point (1 where the order's error is at or below random's, else 0), so the mean of that
 row is the share of draws in which the selector earns its place against a random order.
 """
@@ -45,19 +45,26 @@ def metric_rows(runs: list[Path]) -> list[tuple[str, list[float | None]]]:
 
 
 def curve_rows(runs: list[Path]) -> list[tuple[str, list[float | None]]]:
-    """(order @ per-intent point, new-intent error per run) for runs that have curves, then
-    (order <= random @ point, 1.0 or 0.0 per run) wherever the run has random at that point."""
-    rows: dict[tuple[str, float], list[float | None]] = {}
+    """(order @ point, new-intent error per run) for runs that have curves, then
+    (order <= random @ point, 1.0 or 0.0 per run) wherever the run has random at that point.
+
+    A point is its per-intent size, or its share of the budget where the curves measured at
+    one (``curve_shares``: the size differs between draws, the share does not)."""
+    rows: dict[tuple[str, tuple[int, float]], list[float | None]] = {}
     for i, run in enumerate(runs):
         path = run / "curves" / "curves.json"
         if not path.is_file():
             continue
         for order, points in _read(path).items():
             for j, p in enumerate(points):
-                at = float("inf") if j == len(points) - 1 else float(p["per_intent"])
+                at = ((2, 0.0) if j == len(points) - 1 else
+                      (1, float(p["share"])) if "share" in p else (0, float(p["per_intent"])))
                 rows.setdefault((order, at), [None] * len(runs))[i] = p["new_intent_error"]
-    def point(at: float) -> str:
-        return FULL if at == float("inf") else f"+{at:.0f}/intent"
+
+    def point(at: tuple[int, float]) -> str:
+        kind, value = at
+        return (FULL if kind == 2 else f"{value:.0%}-budget" if kind == 1
+                else f"+{value:.0f}/intent")
 
     paired = [(f"curve.{order}<=random@{point(at)}", [
         None if v is None or r is None else float(v <= r)

@@ -11,7 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -140,6 +140,12 @@ class IntentConfig(Strict):
     paraphrase: ParaphraseSettings = Field(default_factory=ParaphraseSettings)
     diversity: DiversitySettings = Field(default_factory=DiversitySettings)
     curve_points: list[int] = Field(default_factory=lambda: [25, 50, 100, 200, 400])
+    curve_shares: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
+        default_factory=lambda: [0.25, 0.4], description="shares of the full budget at which "
+        "the curves measure too (the per-intent size that adds at most that share, "
+        "intent_candidates.share_points), so that a data fraction at a bar is read at the bar "
+        "and not at the next of curve_points (the targets: the full-budget error with 25% and with "
+        "40% of the data)")
     curve_workers: int = Field(0, ge=0, description="processes that fit the curves' intent "
                                "models side by side (each fit is independent, so the curves "
                                "are the same for any number); 0 = one per CPU core")

@@ -49,7 +49,8 @@ def curve_orders(cands: dict[str, list[dict[str, Any]]], selected: dict[str, dic
     return orders
 
 
-def curve_points(counts: list[int], points: list[int], budget_per_intent: int) -> list[int]:
+def curve_points(counts: list[int], points: list[int], budget_per_intent: int,
+                 shares: list[float] = ()) -> list[int]:
     """The per-intent sizes at which the curves are measured, ending at the full budget.
 
     The full budget is what the diversity selector adds (its rounds x batch size per
@@ -57,10 +58,35 @@ def curve_points(counts: list[int], points: list[int], budget_per_intent: int) -
     then picks that many of an intent's candidates -- relevance top-k its highest scored,
     diversity its worst paraphrases, random a random draw.  Where an intent has more
     candidates than the budget, the orders end on different sets, so the curves compare
-    selections, not only the order in which the same set is added.
+    selections, not only the order in which the same set is added.  ``shares`` add the
+    points of ``share_points``.
     """
     full = min(max(counts, default=0), budget_per_intent)
-    return sorted({p for p in points if p < full} | {full})
+    at_shares = share_points(counts, shares, budget_per_intent)
+    return sorted({p for p in [*points, *at_shares] if 0 < p < full} | {full})
+
+
+def share_points(counts: list[int], shares: list[float], budget_per_intent: int
+                 ) -> dict[int, float]:
+    """{per-intent size: share} for each share of the full budget: the largest size whose
+    added utterances are at most that share of what the full budget adds.
+
+    A data fraction is the first curve point that reaches the target over the full budget,
+    so between two fixed points it reads as the later one (with 400 per intent, 76 per
+    intent is 28-38% of the data from one draw to the next).  A point at the bar's own share
+    answers "is the target reached with 25% of the data?" in every draw; sizes of 0 (a share
+    too small for one utterance per intent) are left out.
+    """
+    added = lambda n: sum(min(c, n) for c in counts)  # noqa: E731
+    full = added(min(max(counts, default=0), budget_per_intent))
+    out: dict[int, float] = {}
+    for share in sorted(shares):
+        n = 0
+        while added(n + 1) <= share * full + 1e-9 and n + 1 <= budget_per_intent:
+            n += 1
+        if n:
+            out.setdefault(n, share)
+    return out
 
 
 def candidates(out: Path, new_intents: list[str]) -> dict[str, list[dict[str, Any]]]:

@@ -25,7 +25,7 @@ from winnow.pipelines.data_access import (EmbeddingCache, read_input, read_jsonl
                                           write_parquet)
 from winnow.pipelines.intent_candidates import (CURVE_ORDERS, REFERENCE_ORDERS, SELECTED_ORDERS,
                                                 candidates, curve_orders, curve_points,
-                                                hidden_truth, pool_label)
+                                                hidden_truth, pool_label, share_points)
 from winnow.pipelines.intent_metrics import intent_metrics
 from winnow.pipelines.pool_scoring import build_pool_scoring, norm_key, unique_ids
 from winnow.pipelines.records import Utterance, to_dict, utterance_from_dict
@@ -361,8 +361,10 @@ class IntentRun:
         orders = {name: order for name, order in curve_orders(cands, selected, hidden,
                                                               cfg.seed).items()
                   if name in names}
-        points = curve_points([len(v) for v in cands.values()], cfg.curve_points,
-                              cfg.diversity.rounds * cfg.diversity.batch_size)
+        counts = [len(v) for v in cands.values()]
+        budget = cfg.diversity.rounds * cfg.diversity.batch_size
+        points = curve_points(counts, cfg.curve_points, budget, cfg.curve_shares)
+        shares = share_points(counts, cfg.curve_shares, budget)
         base = existing + seeds
         tasks = []  # (order, point index, per-intent size, candidates added)
         for name, per_intent in orders.items():
@@ -403,6 +405,7 @@ class IntentRun:
             pred = known[train]
             predictions.setdefault(name, []).append(pred)
             results.setdefault(name, []).append({"per_intent": n, "added": len(extra),
+                                                 **({"share": shares[n]} if n in shares else {}),
                                                  **self._scores(test, pred)})
             self.st.log(f"{stage}: {name} +{len(extra)} -> "
                         f"error {results[name][-1]['new_intent_error']:.4f}")
@@ -482,7 +485,8 @@ DIVERSITY_OUTPUTS = ("diversity_order.jsonl", "peer_orders.jsonl: order, intent,
 CURVES_OUTPUTS = ("curves.json", "predictions.npz: gold, new_intents, <order>.<point index>",
                   "orders: " + ", ".join(CURVE_ORDERS),
                   "full budget: diversity rounds x batch_size per intent",
-                  "one fit per distinct training set, its rows in canonical order")
+                  "one fit per distinct training set, its rows in canonical order",
+                  "points at curve_shares of the full budget, their share in curves.json")
 # a fresh run's order.  The stages that embed with the intent model's encoder run one after
 # another in it (the embedding cache gives each the vectors of those before it); the
 # paraphrase encoder's fine-tune, which embeds with its own, runs beside them
@@ -564,11 +568,11 @@ def _stage_keys(cfg: IntentConfig, inputs: dict[str, dict[str, str]]) -> dict[st
     k["diversity"] = section_hash(k["self_training"], k["paraphrase"], cfg.diversity,
                                   DIVERSITY_OUTPUTS)
     # the reference orders' curves read the candidates and the budget, not the selector
-    k["reference_curves"] = section_hash(k["self_training"], cfg.curve_points,
+    k["reference_curves"] = section_hash(k["self_training"], cfg.curve_points, cfg.curve_shares,
                                          cfg.diversity.rounds, cfg.diversity.batch_size,
                                          CURVES_OUTPUTS)
     k["curves"] = section_hash(k["diversity"], k["reference_curves"], cfg.curve_points,
-                               CURVES_OUTPUTS)
+                               cfg.curve_shares, CURVES_OUTPUTS)
     k["upper_bound"] = section_hash(k["prepare"], model, INTENT_MODEL_VERSION)
     k["corpus"] = section_hash(k["diversity"])
     return k

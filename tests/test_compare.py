@@ -54,6 +54,21 @@ def test_metrics_and_curves_side_by_side(tmp_path):
     assert "| only_here | - | 7 | 7 | - |" in table
 
 
+def test_points_at_a_share_of_the_budget_align_by_share(tmp_path):
+    def curve(errors, share_size, budget):
+        pts = _curve(errors, budget)
+        pts[1].update(per_intent=share_size, added=5 * share_size, share=0.25)
+        return pts
+    a = _run(tmp_path, "s13", {}, {"diversity": curve([0.3, 0.25, 0.2], 47, 190),
+                                  "random": curve([0.3, 0.2, 0.25], 47, 190)})
+    b = _run(tmp_path, "s14", {}, {"diversity": curve([0.1, 0.15, 0.12], 52, 207),
+                                  "random": curve([0.2, 0.18, 0.1], 52, 207)})
+    rows = dict(curve_rows([a, b]))
+    assert rows["curve.diversity@25%-budget"] == [0.25, 0.15]
+    assert rows["curve.diversity<=random@25%-budget"] == [0.0, 1.0]
+    assert not any("+47/intent" in k or "+52/intent" in k for k in rows)
+
+
 def test_each_order_is_paired_with_random_at_each_point(tmp_path):
     a = _run(tmp_path, "s13", {}, {"diversity": _curve([0.3, 0.25, 0.2], 190),
                                   "random": _curve([0.3, 0.2, 0.25], 190)})

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from winnow.pipelines.intent_candidates import (curve_orders, curve_points, hidden_truth,
-                                                pool_label)
+                                                pool_label, share_points)
 from winnow.pipelines.intent_metrics import candidate_quality, selection_quality
 
 
@@ -52,6 +52,20 @@ def test_curves_end_at_the_diversity_budget_or_at_the_largest_intent_when_it_is_
     # fewer candidates than the budget: the full budget is the largest intent's candidates
     assert curve_points([197, 380, 115], [20, 76, 100, 400, 800], 400) == [20, 76, 100, 380]
     assert curve_points([], [20, 76], 400) == [0]
+
+
+def test_share_points_add_at_most_their_share_of_the_full_budget():
+    counts = [188, 163, 1454, 98, 142]  # 991 added at the full budget of 400 per intent
+    points = share_points(counts, [0.4, 0.25], 400)
+    assert points == {49: 0.25, 79: 0.4}  # 5 x 49 <= 247.75 < 5 x 50; 5 x 79 <= 396.4
+    full = sum(min(c, 400) for c in counts)
+    for n, share in points.items():  # the largest such size: one more crosses the share
+        assert sum(min(c, n) for c in counts) <= share * full
+        assert sum(min(c, n + 1) for c in counts) > share * full
+    # the share points join the fixed ones; a share too small for one per intent is left out
+    assert curve_points(counts, [20, 40, 200], 400, [0.25, 0.4]) == [20, 40, 49, 79, 200, 400]
+    assert share_points([3, 1000], [0.0001], 400) == {}
+    assert curve_points([3, 1000], [20], 400, [0.0001]) == [20, 400]
 
 
 def test_pool_label_knows_massive_hidden_labels_and_labelled_distractors_alike():

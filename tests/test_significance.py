@@ -146,3 +146,15 @@ def test_f1_at_the_target_share_reads_the_last_point_within_it(tmp_path):
         assert got[f"f1_at_40pct.{intent}"]["full_budget"] == pytest.approx(full, abs=1e-4)
     assert f1_at_target_fraction(predictions, {n: [{"added": 50}, {"added": 100}]
                                                for n in preds}) == {}
+
+
+def test_intent_run_measures_every_order_at_the_configured_shares_of_the_budget(reference_run):
+    curves = json.loads((reference_run / "curves" / "curves.json").read_text())
+    for name, points in curves.items():
+        full = points[-1]["added"]
+        at_shares = {p["share"]: p["added"] for p in points if "share" in p}
+        assert sorted(at_shares) == [0.25, 0.4], name  # curve_shares' default
+        for share, added in at_shares.items():
+            assert 0 < added <= share * full
+    # the orders are measured at the same sizes, so a data fraction compares like with like
+    assert len({tuple(p["per_intent"] for p in points) for points in curves.values()}) == 1
