@@ -4,9 +4,10 @@ A development evaluation file with 20-126 utterances per new intent moves these 
 several points from one draw of the seeds to the next (``--set seed=N``), so a setting
 should be judged on the spread over draws, not on one run. Intent runs also get their
 curves averaged point by point; the budget differs between draws, so the last point of
-every curve is compared as ``full``, and a point at a share of the budget by its share. Each order's curve is also paired with random's at the
-same point (1 where the order's error is at or below random's, else 0), so the mean of that
-row is the share of draws in which the selector earns its place against a random order.
+every curve is compared as ``full``, and a point at a share of the budget by its share.
+Each order's curve is also paired with random's at the same point (1 where the order's
+error is at or below random's, else 0), so the mean of that row is the share of draws in
+which the selector earns its place against a random order.
 """
 from __future__ import annotations
 
