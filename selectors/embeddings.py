@@ -183,7 +183,9 @@ def _export_int8(ref: str, st) -> Path:
             return torch.nn.functional.normalize(pooled, dim=-1)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    fp32 = out.with_suffix(".fp32.onnx")
+    # temp names of this process's own: two jobs (or test workers) that export at once each
+    # write their own files, and the last rename wins with the same bytes
+    fp32 = out.with_suffix(f".fp32-{os.getpid()}.onnx")
     sample = st.tokenizer(["an example sentence", "another"], padding=True, return_tensors="pt")
     axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
             "embedding": {0: "batch"}}
@@ -195,7 +197,7 @@ def _export_int8(ref: str, st) -> Path:
                           (sample["input_ids"], sample["attention_mask"]), str(fp32),
                           input_names=["input_ids", "attention_mask"], output_names=["embedding"],
                           dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False)
-    tmp = out.with_suffix(".tmp.onnx")
+    tmp = out.with_suffix(f".tmp-{os.getpid()}.onnx")
     import logging
 
     root = logging.getLogger()
