@@ -7,8 +7,9 @@ from conftest import REPO
 from winnow.pipelines.bench import run_bench
 
 
-def test_quick_bench_runs_every_row(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("WINNOW_CACHE", str(tmp_path / "cache"))
+def test_quick_bench_runs_every_row(tmp_path, capsys):
+    """In the default model cache, so that the int8 exports other tests made are reused
+    (tests/test_embeddings_bitext.py exports into a cache of its own)."""
     rows = run_bench(quick=True, out=tmp_path / "bench.json",
                      lm_config=REPO / "configs" / "massive-de.yaml")
     saved = json.loads((tmp_path / "bench.json").read_text())
