@@ -351,18 +351,23 @@ def bench_bitext_mix(config: Path, sample: float | None, recall_sample: float,
     """The whole bitext filter (rules, Moore-Lewis shortlist, e5 distance; general LM and
     centroid included) on the LM config's bitext mix, in pairs read per second; and, on a
     ``recall_sample`` of the mix, the share of the pairs that the embedding-only filter
-    (every pair embedded) keeps that the cascade keeps too, at the same keep/shortlist ratio."""
-    from winnow.pipelines.config import ConfigError
+    (every pair embedded) keeps that the cascade keeps too, at the same keep/shortlist ratio.
+    Where the two samples are one (``--quick``), the timed run is the recall's cascade run."""
+    from winnow.pipelines.config import ConfigError, load_config
 
     try:
-        seconds, stats, _, s = _bitext_stage(config, work / "mix", sample)
+        s = load_config(config, ["eval=null"]).bitext_filter
     except ConfigError as err:  # the data sets are not beside the checkout: no row
         print(f"bitext filter cascade: skipped ({err})", flush=True)
         return []
     ratio = s.shortlist / s.keep_nearest
     keep = max(50, round(s.keep_nearest * recall_sample))
-    _, _, cascade, _ = _bitext_stage(config, work / "cascade", recall_sample, keep_nearest=keep,
-                                     shortlist=round(keep * ratio))
+    recall = {"keep_nearest": keep, "shortlist": round(keep * ratio)}
+    if sample == recall_sample:
+        seconds, stats, cascade, s = _bitext_stage(config, work / "cascade", sample, **recall)
+    else:
+        seconds, stats, _, s = _bitext_stage(config, work / "mix", sample)
+        _, _, cascade, _ = _bitext_stage(config, work / "cascade", recall_sample, **recall)
     _, _, embed_only, _ = _bitext_stage(config, work / "embedding", recall_sample,
                                         keep_nearest=keep, shortlist=None)
     overlap = len(cascade & embed_only) / max(len(embed_only), 1)
