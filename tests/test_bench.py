@@ -8,8 +8,9 @@ from winnow.pipelines.bench import run_bench
 
 
 def test_quick_bench_runs_every_row(tmp_path, capsys):
-    """In the default model cache, so that the int8 exports other tests made are reused
-    (tests/test_embeddings_bitext.py exports into a cache of its own)."""
+    """In the default model cache, so that the e5-small weights the LM tests unpacked there
+    (and, on a developer's machine, an earlier bench's int8 exports) are reused;
+    tests/test_embeddings_bitext.py tests the int8 export in a cache of its own."""
     rows = run_bench(quick=True, out=tmp_path / "bench.json",
                      lm_config=REPO / "configs" / "massive-de.yaml")
     saved = json.loads((tmp_path / "bench.json").read_text())
