@@ -58,7 +58,7 @@ def fine_tune(model, pairs: list[tuple[str, str, int]], epochs: int, seed: int,
     scale = torch.nn.Parameter(torch.tensor(INIT_SCALE))
     bias = torch.nn.Parameter(torch.tensor(INIT_BIAS))
     # fused: one kernel per step over all the weights, not one loop per tensor -- the
-    # same update, a fifth of each batch's time (0.150 -> 0.032 s, MiniLM on 2 cores)
+    # same update, the step 0.150 -> 0.032 s of a 0.79-s batch (MiniLM, 2 cores, alone)
     opt = torch.optim.AdamW([{"params": list(model.parameters()), "lr": LEARNING_RATE},
                              {"params": [scale, bias], "lr": HEAD_LEARNING_RATE}], fused=True)
 
